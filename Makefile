@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (the main job) and `make test` (lint + test suite).
+# Both create .venv on first use. torch is pinned before the project is installed so that
+# the `torch>=2.4` requirement is already met and no other build is pulled.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+export ADAPTOPT_DATA ?= $(abspath .data):$(abspath ../shared/data)
+
+.PHONY: demo test lint data clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+data:
+	@scripts/fetch_fashion_mnist.sh .data || echo "Fashion-MNIST unavailable: tasks needing it explain where to put it."
+
+demo: $(VENV)/.installed data
+	$(VENV)/bin/adaptopt demo
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
+
+test: lint data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .data runs

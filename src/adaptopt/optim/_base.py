@@ -1,0 +1,182 @@
+"""Shared machinery of the adaptopt optimizers: validation, gradient gathering, global norms.
+
+Every optimizer here is a :class:`BaseOptimizer`. One ``step`` does, for all param groups:
+
+1. gather the parameters that have a gradient (sparse → error, ``maximize`` → −g, coupled
+   ``"l2"`` decay → g + λx);
+2. ``_prepare``: update the state and name the tensors whose *global* L2 norm (over every
+   parameter of every group, SPEC.md notation) the direction needs (clipping, normalization);
+3. ``_direction``: the update direction u_t of each group, given those norms;
+4. ``apply_update``: x ← x − η u_t with the group's weight-decay mode (``_weight_decay.py``).
+
+Each optimizer implements steps 2–3 twice: a readable single-tensor reference and a
+multi-tensor (``foreach``) path that must compute the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adaptopt.optim._weight_decay import WEIGHT_DECAY_MODES, apply_update, couple_weight_decay
+
+Closure = Callable[[], Tensor]
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"Invalid {name}: {value!r} (must be a finite number >= 0)")
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"Invalid {name}: {value!r} (must be a finite number > 0)")
+
+
+def check_unit_interval(name: str, value: float) -> None:
+    """β-style coefficients: 0 <= value < 1."""
+    if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+        raise ValueError(f"Invalid {name}: {value!r} (must be in [0, 1))")
+
+
+def check_betas(betas: Any) -> None:
+    """A pair (β1, β2), each in [0, 1)."""
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"Invalid betas: {betas!r} (must be a pair (beta1, beta2))")
+    check_unit_interval("beta1 (betas[0])", betas[0])
+    check_unit_interval("beta2 (betas[1])", betas[1])
+
+
+def global_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
+    """‖(t_1, ..., t_n)‖₂ as a 0-d tensor (0 for an empty list)."""
+    if not tensors:
+        return torch.zeros(())
+    norms = (
+        torch._foreach_norm(tensors) if foreach else [torch.linalg.vector_norm(t) for t in tensors]
+    )
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
+
+def default_foreach(params: Iterable[Tensor]) -> bool:
+    """torch.optim's rule: the multi-tensor path by default when every parameter is on CUDA."""
+    params = list(params)
+    return bool(params) and all(p.is_cuda for p in params)
+
+
+class BaseOptimizer(torch.optim.Optimizer):
+    """Base class: shared validation and the four-phase ``step`` described in the module doc.
+
+    Subclasses set ``defaults`` (every group has ``lr``, ``weight_decay``,
+    ``weight_decay_mode``, ``maximize`` and ``foreach``), implement :meth:`_validate_group`,
+    :meth:`_direction` and, if they need global norms, :meth:`_prepare`.
+    """
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        defaults.setdefault("maximize", False)
+        defaults.setdefault("foreach", None)
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._validate_common(group)
+        self._validate_group(group)
+        if group["foreach"] is None:
+            group["foreach"] = default_foreach(group["params"])
+
+    @staticmethod
+    def _validate_common(group: dict[str, Any]) -> None:
+        if "lr" in group:
+            check_nonnegative("lr", group["lr"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        if group["weight_decay_mode"] not in WEIGHT_DECAY_MODES:
+            raise ValueError(
+                f"Invalid weight_decay_mode: {group['weight_decay_mode']!r} "
+                f"(valid: {', '.join(WEIGHT_DECAY_MODES)})"
+            )
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the argument for invalid hyperparameters."""
+
+    # -- the step ---------------------------------------------------------------------------
+    def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+        """Parameters with a gradient and their (maximize-signed, l2-coupled) gradients."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        grads = [-p.grad if group["maximize"] else p.grad for p in params]
+        grads = couple_weight_decay(
+            grads, params, group["weight_decay"], group["weight_decay_mode"], group["foreach"]
+        )
+        return params, grads
+
+    def _prepare(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> dict[str, list[Tensor]]:
+        """Update state; return named tensor lists whose global norms ``_direction`` needs."""
+        return {}
+
+    def _direction(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        prepared: dict[str, list[Tensor]],
+        norms: dict[str, Tensor],
+    ) -> list[Tensor]:
+        """The update direction u_t of each parameter (x ← x − η u_t before decay).
+
+        ``prepared`` is what ``_prepare`` returned for this group; ``norms[name]`` is the
+        global norm of ``name`` over every group.
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor | None:
+        """One optimization step; ``closure`` (optional) re-evaluates and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = [(group, *self._gather(group)) for group in self.param_groups]
+        work = [(group, params, grads) for group, params, grads in work if params]
+        prepared = [self._prepare(group, params, grads) for group, params, grads in work]
+        to_norm: dict[str, list[Tensor]] = {}
+        for named in prepared:
+            for name, tensors in named.items():
+                to_norm.setdefault(name, []).extend(tensors)
+        foreach = any(group["foreach"] for group, _, _ in work)
+        norms = {name: global_norm(tensors, foreach) for name, tensors in to_norm.items()}
+        for (group, params, grads), named in zip(work, prepared):
+            updates = self._direction(group, params, grads, named, norms)
+            apply_update(
+                params,
+                updates,
+                group["lr"],
+                group["weight_decay"],
+                group["weight_decay_mode"],
+                group["foreach"],
+            )
+        return loss
+
+
+def safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """numerator / denominator for denominator >= 0, with x/0 := x (so 0/0 := 0).
+
+    Where the denominator is 0 the numerator is 0 too (m = 0 whenever sqrt(v) + ε = 0), so a
+    zero or absent gradient never produces NaN or Inf, even with ε = 0.
+    """
+    return numerator / denominator.masked_fill(denominator == 0, 1.0)
+
+
+def foreach_safe_div(numerators: list[Tensor], denominators: list[Tensor]) -> list[Tensor]:
+    """:func:`safe_div` over tensor lists: d + (1 − sign d) is d where d > 0 and 1 where d = 0."""
+    fill = torch._foreach_sign(denominators)
+    torch._foreach_neg_(fill)
+    torch._foreach_add_(fill, 1.0)
+    return list(torch._foreach_div(numerators, torch._foreach_add(denominators, fill)))

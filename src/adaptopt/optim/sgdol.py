@@ -1,0 +1,127 @@
+r"""SGDOL: SGD whose step size is learned online (Zhuang et al., 2019; dissertation ch. 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adaptopt.optim._base import BaseOptimizer, Closure, check_positive
+from adaptopt.optim._weight_decay import WeightDecayMode, apply_update
+
+
+class SGDOL(BaseOptimizer):
+    r"""Noise-adaptive SGD: FTRL learns :math:`\eta_t` on a surrogate loss (SPEC.md §1.4).
+
+    Each step draws two independent stochastic gradients :math:`g_t, g'_t` at :math:`x_t` and
+    plays the step size learned from the surrogate losses
+    :math:`\ell_s(\eta) = -\eta \langle g_s, g'_s\rangle + \tfrac{M}{2}\eta^2\|g_s\|^2`, s < t:
+
+    .. math::
+        \begin{aligned}
+        x_{t+1} &= x_t - \eta_t g_t \\
+        S^{ip}_t &= \alpha + \textstyle\sum_{s \le t} \langle g'_s, g_s\rangle, \qquad
+        S^{g}_t = \alpha + \textstyle\sum_{s \le t} \|g_s\|^2 \\
+        \eta_{t+1} &= \mathrm{clip}\big(S^{ip}_t / (M S^{g}_t),\ 0,\ 2/M\big),
+        \qquad \eta_1 = 1/M
+        \end{aligned}
+
+    **Two gradients per step.** :meth:`step` requires a closure and calls it twice. Each call
+    must compute the loss on a *fresh, independent* minibatch, call ``backward()`` and return
+    the loss (zeroing gradients inside the closure is optional: the optimizer clears them
+    between the calls)::
+
+        batches = iter(loader)
+
+        def closure():
+            x, y = next(batches)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            return loss
+
+        loss = opt.step(closure)  # returns the first call's loss; consumes two minibatches
+
+    Each param group is its own learner (one group: the single global step size of the
+    dissertation). ``group["lr"]`` always holds the step size the next step will use
+    (:math:`\eta_{t+1}`) and is overwritten by every step; the sums are kept in the group as
+    ``sum_inner_product`` and ``sum_grad_sq``, so they survive ``state_dict`` round trips.
+
+    Args:
+        smoothness: :math:`M > 0`, an estimate of the smoothness constant (authors: 10).
+        alpha: :math:`\alpha > 0`, the initial regulariser of both sums (authors: 10).
+        weight_decay, weight_decay_mode: see ``adaptopt.optim._weight_decay`` (in ``"l2"`` mode
+            both gradients include :math:`\lambda x_t`).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        smoothness: float = 10.0,
+        alpha: float = 10.0,
+        weight_decay: float = 0.0,
+        weight_decay_mode: WeightDecayMode = "l2",
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            smoothness=smoothness,
+            alpha=alpha,
+            weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode,
+            maximize=maximize,
+            foreach=foreach,
+        )
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        check_positive("smoothness", group["smoothness"])
+        check_positive("alpha", group["alpha"])
+        group.setdefault("sum_inner_product", float(group["alpha"]))
+        group.setdefault("sum_grad_sq", float(group["alpha"]))
+        group.setdefault("lr", _step_size(group))
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
+        """One step; ``closure`` is required and is called twice (see the class docstring)."""
+        if closure is None:
+            raise RuntimeError(
+                "SGDOL.step needs a closure: it is called twice per step, each time computing "
+                "the loss on a fresh minibatch, calling backward() and returning the loss"
+            )
+        with torch.enable_grad():
+            loss = closure()
+        work = [(group, *self._gather(group)) for group in self.param_groups]
+        first = [(group, params, [g.clone() for g in grads]) for group, params, grads in work]
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        with torch.enable_grad():
+            closure()
+        for group, params, grads in first:
+            if not params:
+                continue
+            second = self._gather(dict(group, params=params))[1]
+            if len(second) != len(grads):
+                raise RuntimeError("SGDOL: the second closure call left some gradients empty")
+            group["sum_inner_product"] += sum(
+                torch.vdot(a.flatten(), b.flatten()).item() for a, b in zip(second, grads)
+            )
+            group["sum_grad_sq"] += sum(torch.vdot(g.flatten(), g.flatten()).item() for g in grads)
+            apply_update(
+                params,
+                grads,
+                group["lr"],
+                group["weight_decay"],
+                group["weight_decay_mode"],
+                group["foreach"],
+            )
+            group["lr"] = _step_size(group)
+        return loss
+
+
+def _step_size(group: dict[str, Any]) -> float:
+    """η = clip(S_ip / (M S_g), 0, 2/M), the FTRL minimiser of the summed surrogate losses."""
+    m = group["smoothness"]
+    return min(max(group["sum_inner_product"] / (m * group["sum_grad_sq"]), 0.0), 2.0 / m)

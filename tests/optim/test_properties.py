@@ -1,0 +1,338 @@
+"""Invariances, state handling and errors shared by every optimizer of the registry."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+from adaptopt.optim import (
+    OPTIMIZERS,
+    SGDOL,
+    AdamProx,
+    GeneralizedSignSGD,
+    Lion,
+    Signum,
+    available_optimizers,
+    create_optimizer,
+    hyperparameters,
+)
+
+OURS = [n for n in available_optimizers() if n not in ("sgd", "adam", "adamw", "adagrad")]
+HPARAMS = {"sgdol": {}, "sgd": {"lr": 0.1, "momentum": 0.9}}
+
+
+def make(name, params, **overrides):
+    hp = {"lr": 1e-2, **HPARAMS.get(name, {}), **overrides}
+    if name == "sgdol":
+        hp.pop("lr")
+    return create_optimizer(name, params, **hp)
+
+
+def quadratic_problem(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    h = a @ a.T / 6 + torch.eye(6, dtype=torch.float64)
+    x0 = torch.randn(6, generator=g, dtype=torch.float64)
+    return h, x0
+
+
+def noisy_quadratic_closure(opt, x, h, noise):
+    """Closure of ½xᵀHx + ξ·Σx with ξ ~ N(0,1) drawn from ``noise`` at each call."""
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * x @ h @ x + x.sum() * torch.randn((), generator=noise, dtype=x.dtype)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+# -- scale-freeness (SPEC.md §3) ------------------------------------------------------------
+
+
+def run_scaled(cls, scale, steps=60, **hp):
+    """Iterates of ``cls`` when every gradient is multiplied coordinate-wise by ``scale``."""
+    h, x0 = quadratic_problem(seed=1)
+    x = torch.nn.Parameter(x0.clone())
+    opt = cls([x], **hp)
+    trajectory = []
+    for _ in range(steps):
+        opt.zero_grad()
+        x.grad = scale * (h @ x.detach() + 1.0)
+        opt.step()
+        trajectory.append(x.detach().clone())
+    return torch.stack(trajectory)
+
+
+SCALE = torch.logspace(-3, 3, 6, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "cls,hp",
+    [
+        (GeneralizedSignSGD, dict(lr=1e-2, eps=0.0)),
+        (
+            GeneralizedSignSGD,
+            dict(
+                lr=1e-2,
+                eps=0.0,
+                bias_correction=True,
+                weight_decay=0.1,
+                weight_decay_mode="decoupled",
+            ),
+        ),
+        (Signum, dict(lr=1e-2, momentum=0.9)),
+        (Lion, dict(lr=1e-2, weight_decay=0.1, weight_decay_mode="proximal")),
+        (AdamProx, dict(lr=1e-2, eps=0.0, weight_decay=0.1, weight_decay_mode="proximal")),
+    ],
+)
+def test_scale_free_methods_ignore_coordinate_scaling(cls, hp):
+    plain = run_scaled(cls, torch.ones(6, dtype=torch.float64), **hp)
+    scaled = run_scaled(cls, SCALE, **hp)
+    torch.testing.assert_close(scaled, plain, rtol=1e-10, atol=1e-12)
+
+
+def test_adam_with_coupled_l2_is_not_scale_free():
+    hp = dict(lr=1e-2, eps=0.0, weight_decay=0.1, weight_decay_mode="l2")
+    plain = run_scaled(AdamProx, torch.ones(6, dtype=torch.float64), **hp)
+    scaled = run_scaled(AdamProx, SCALE, **hp)
+    assert (scaled - plain).abs().max() > 1e-3
+
+
+# -- weight decay modes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(set(OURS) - {"sgdol"}))
+def test_proximal_decay_never_flips_or_grows_weights(name):
+    x0 = torch.tensor([3.0, -2.0, 0.5, -1e-3], dtype=torch.float64)
+    for mode, expect_shrink in (("proximal", True), ("decoupled", False)):
+        x = torch.nn.Parameter(x0.clone())
+        opt = make(name, [x], lr=1.0, weight_decay=100.0, weight_decay_mode=mode)
+        for _ in range(5):
+            previous = x.detach().clone()
+            x.grad = torch.zeros_like(x)
+            opt.step()
+            same_sign = bool((torch.sign(x) == torch.sign(previous)).all())
+            not_grown = bool((x.abs() <= previous.abs()).all())
+            if expect_shrink:
+                assert same_sign and not_grown
+                torch.testing.assert_close(x.detach(), previous / 101)
+        if not expect_shrink:  # AdamW-style decay with λη = 100 flips and grows the weights
+            assert not bool((torch.sign(x) == torch.sign(x0)).all())
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*OURS, "adam"])
+def test_state_dict_round_trip_continues_bitwise(name):
+    h, x0 = quadratic_problem()
+    x = torch.nn.Parameter(x0.clone())
+    opt = make(name, [x])
+    noise = torch.Generator().manual_seed(0)
+    closure = noisy_quadratic_closure(opt, x, h, noise)
+    for _ in range(10):
+        opt.step(closure)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    x_saved, noise_saved = x.detach().clone(), noise.get_state()
+    for _ in range(10):
+        opt.step(closure)
+
+    y = torch.nn.Parameter(x_saved)
+    restored = make(name, [y])
+    buffer.seek(0)
+    restored.load_state_dict(torch.load(buffer))
+    noise_restored = torch.Generator()
+    noise_restored.set_state(noise_saved)
+    closure = noisy_quadratic_closure(restored, y, h, noise_restored)
+    for _ in range(10):
+        restored.step(closure)
+    assert torch.equal(x.detach(), y.detach())
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_deepcopy_and_pickle_continue_identically(name):
+    h, x0 = quadratic_problem()
+    x = torch.nn.Parameter(x0.clone())
+    opt = make(name, [x])
+    closure = noisy_quadratic_closure(opt, x, h, torch.Generator().manual_seed(1))
+    for _ in range(5):
+        opt.step(closure)
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        y = clone.param_groups[0]["params"][0]
+        assert y is not x and torch.equal(y, x)
+        a = noisy_quadratic_closure(opt, x, h, torch.Generator().manual_seed(2))
+        b = noisy_quadratic_closure(clone, y, h, torch.Generator().manual_seed(2))
+        x_before = x.detach().clone()
+        state_before = copy.deepcopy(opt.state_dict())
+        for _ in range(5):
+            opt.step(a)
+            clone.step(b)
+        assert torch.equal(x, y)
+        with torch.no_grad():
+            x.copy_(x_before)
+        opt.load_state_dict(state_before)
+
+
+def test_state_dict_is_deterministic():
+    a = [make("gsignsgd", [torch.nn.Parameter(torch.ones(3))]) for _ in range(2)]
+    for opt in a:
+        opt.param_groups[0]["params"][0].grad = torch.full((3,), 0.5)
+        opt.step()
+    buffers = []
+    for opt in a:
+        buffer = io.BytesIO()
+        torch.save(opt.state_dict(), buffer)
+        buffers.append(buffer.getvalue())
+    assert buffers[0] == buffers[1]
+
+
+# -- step semantics --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_maximize_equals_minimizing_the_negation(name):
+    results = []
+    for maximize in (False, True):
+        x = torch.nn.Parameter(torch.linspace(-1, 1, 5, dtype=torch.float64))
+        opt = make(name, [x], maximize=maximize)
+        sign = -1.0 if maximize else 1.0
+        for k in range(8):
+
+            def closure(k=k, opt=opt, x=x, sign=sign):
+                opt.zero_grad()
+                loss = sign * ((x - 0.3) ** 2 * (k + 1)).sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+        results.append(x.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(set(OURS) - {"sgdol"}))
+def test_lr_scheduler_controls_the_step(name):
+    x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = make(name, [x], weight_decay=0.1, weight_decay_mode="decoupled")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.0 if step >= 2 else 1.0)
+    for step in range(4):
+        before = x.detach().clone()
+        x.grad = torch.full_like(x, 0.7)
+        opt.step()
+        sched.step()
+        assert torch.equal(x, before) == (step >= 2)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_zero_and_absent_gradients_never_produce_nan(name):
+    extra = {"eps": 0.0} if "eps" in hyperparameters(name) else {}
+    x = torch.nn.Parameter(torch.ones(3))
+    skipped = torch.nn.Parameter(torch.ones(2))
+    scalar = torch.nn.Parameter(torch.tensor(2.0))
+    opt = make(name, [x, skipped, scalar], **extra)
+
+    def closure():
+        opt.zero_grad()
+        loss = (x * 0).sum() + scalar * 0
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    assert torch.equal(x, torch.ones(3)) and torch.equal(scalar, torch.tensor(2.0))
+    assert skipped.grad is None and torch.equal(skipped, torch.ones(2))
+    assert skipped not in opt.state or not opt.state[skipped]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_step_returns_closure_loss(name):
+    x = torch.nn.Parameter(torch.ones(2))
+    opt = make(name, [x])
+
+    def closure():
+        opt.zero_grad()
+        loss = (x**2).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == 2.0
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_sparse_gradients_raise(name):
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    opt = make(name, emb.parameters())
+
+    def closure():
+        opt.zero_grad()
+        loss = emb(torch.tensor([1, 2])).sum()
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        opt.step(closure)
+
+
+def test_sgdol_requires_a_closure():
+    opt = SGDOL([torch.nn.Parameter(torch.ones(2))])
+    with pytest.raises(RuntimeError, match="needs a closure"):
+        opt.step()
+
+
+def test_sgdol_first_step_size_is_one_over_m():
+    opt = SGDOL([torch.nn.Parameter(torch.ones(2))], smoothness=4.0, alpha=3.0)
+    assert opt.param_groups[0]["lr"] == 0.25
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+INVALID = [
+    ("gsignsgd", dict(lr=-1.0), "Invalid lr"),
+    ("gsignsgd", dict(betas=(1.0, 0.9)), "Invalid beta1"),
+    ("gsignsgd", dict(betas=(0.9, -0.1)), "Invalid beta2"),
+    ("gsignsgd", dict(betas=0.9), "Invalid betas"),
+    ("gsignsgd", dict(eps=-1e-8), "Invalid eps"),
+    ("gsignsgd", dict(weight_decay=-1.0), "Invalid weight_decay"),
+    ("gsignsgd", dict(weight_decay_mode="adamw"), "Invalid weight_decay_mode"),
+    ("signum", dict(momentum=1.5), "Invalid momentum"),
+    ("lion", dict(betas=(0.9, 1.0)), "Invalid beta2"),
+    ("sgd_clip", dict(gamma=0.0), "Invalid gamma"),
+    ("sgd_clip", dict(nu=1.5), "Invalid nu"),
+    ("sgd_clip_momentum", dict(momentum=-0.1), "Invalid momentum"),
+    ("sgd_clip_grad", dict(gamma=-1.0), "Invalid gamma"),
+    ("sgd_normalized", dict(nesterov=True, momentum=0.0), "Invalid nesterov"),
+    ("sgdol", dict(smoothness=0.0), "Invalid smoothness"),
+    ("sgdol", dict(alpha=-1.0), "Invalid alpha"),
+    ("adam_prox", dict(lr=float("nan")), "Invalid lr"),
+]
+
+
+@pytest.mark.parametrize("name,hp,message", INVALID)
+def test_invalid_hyperparameters_name_the_argument(name, hp, message):
+    with pytest.raises(ValueError, match=message):
+        make(name, [torch.nn.Parameter(torch.ones(1))], **hp)
+
+
+def test_invalid_per_group_hyperparameters_are_rejected():
+    x, y = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    with pytest.raises(ValueError, match="Invalid gamma"):
+        create_optimizer("sgd_clip", [{"params": [x]}, {"params": [y], "gamma": -2.0}])
+
+
+def test_create_optimizer_errors_list_the_valid_choices():
+    params = [torch.nn.Parameter(torch.ones(1))]
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamax'.*gsignsgd.*lion"):
+        create_optimizer("adamax", params)
+    with pytest.raises(ValueError, match=r"unknown hyperparameter.*momentum.*valid: lr, betas"):
+        create_optimizer("gsignsgd", params, momentum=0.9)
+
+
+def test_registry_builds_every_name():
+    for name, cls in OPTIMIZERS.items():
+        assert isinstance(make(name, [torch.nn.Parameter(torch.ones(1))]), cls)

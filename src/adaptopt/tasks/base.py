@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,7 +39,11 @@ class Task(abc.ABC):
         hparams: the authors' tuned hyperparameters per optimizer registry name (SPEC.md §4).
         validation: if true, a seeded held-out part of the training data plays the role of the
             ``"valid"`` split and is removed from training (grid search, SPEC.md §4).
+        batch_dim: the dimension of a batch's tensors that indexes examples (data-parallel
+            training splits batches along it); 1 for time-major ``[T, B]`` language batches.
     """
+
+    batch_dim: ClassVar[int] = 0
 
     name: str
     metric: str
@@ -79,3 +83,8 @@ class Task(abc.ABC):
     def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float] | None:
         """Per-step learning-rate multiplier (e.g. Transformer warm-up), or None for constant."""
         return None
+
+    def batch_lr_scale(self, batch: Batch) -> float:
+        """Learning-rate factor for one training batch, on top of ``lr_lambda`` (AWD-LSTM
+        scales by segment length / BPTT for its random-length segments); 1 by default."""
+        return 1.0

@@ -73,8 +73,10 @@ class SyntheticTask(Task):
         }
 
 
-def synthetic(validation: bool = False, smoke: bool = False) -> SyntheticTask:
-    """Registry constructor for ``"synthetic"``."""
+def synthetic(
+    validation: bool = False, smoke: bool = False, data_dir: str | None = None
+) -> SyntheticTask:
+    """Registry constructor for ``"synthetic"`` (generated in memory: ``data_dir`` is unused)."""
     return SyntheticTask(
         name="synthetic",
         metric="accuracy",

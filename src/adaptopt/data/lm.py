@@ -1,0 +1,110 @@
+"""Word-level language-modelling corpora (PTB, WikiText-2) and their batching.
+
+Preprocessing is the one of pytorch/examples ``word_language_model`` and AWD-LSTM's
+``data.py`` (Merity et al. 2018): split each line on whitespace and append ``<eos>``; word ids
+in order of first appearance over train, valid, test. Both corpora are closed-vocabulary, so
+the vocabulary is that of the training split (PTB: 10,000 words; WikiText-2: 33,278).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from adaptopt.data.locate import find_files, read_lines
+
+EOS = "<eos>"
+
+PTB_FILES = {  # sha256 of the decompressed text
+    "ptb.train.txt": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+    "ptb.valid.txt": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+    "ptb.test.txt": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+}
+WIKITEXT2_FILES = {
+    "wiki.train.tokens": "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f",
+    "wiki.valid.tokens": "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8",
+    "wiki.test.tokens": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+}
+
+
+@dataclass
+class Corpus:
+    """Token-id streams of the three splits and the vocabulary (id -> word)."""
+
+    train: torch.Tensor
+    valid: torch.Tensor
+    test: torch.Tensor
+    vocab: list[str]
+    word2idx: dict[str, int]
+
+
+def load_corpus(
+    dataset: str,
+    files: dict[str, str],
+    data_dir: str | os.PathLike[str] | None = None,
+    verify: bool = True,
+) -> Corpus:
+    """Read the (train, valid, test) files named by ``files`` (in that order) into a ``Corpus``."""
+    paths = find_files(dataset, list(files), data_dir, checksums=files, verify=verify)
+    word2idx: dict[str, int] = {}
+    splits = []
+    for path in paths.values():
+        ids = [
+            word2idx.setdefault(word, len(word2idx))
+            for line in read_lines(path)
+            for word in [*line.split(), EOS]
+        ]
+        splits.append(torch.tensor(ids, dtype=torch.long))
+    return Corpus(*splits, vocab=list(word2idx), word2idx=word2idx)
+
+
+def load_ptb(data_dir: str | os.PathLike[str] | None = None, verify: bool = True) -> Corpus:
+    """Penn Treebank, Mikolov's LM split (train 929,589 tokens with ``<eos>``, 10k words)."""
+    return load_corpus("ptb", PTB_FILES, data_dir, verify)
+
+
+def load_wikitext2(data_dir: str | os.PathLike[str] | None = None, verify: bool = True) -> Corpus:
+    """WikiText-2 v1, tokenized (train 2,088,628 tokens with ``<eos>``, 33,278 words)."""
+    return load_corpus("wikitext-2", WIKITEXT2_FILES, data_dir, verify)
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a 1-d id stream into ``batch_size`` contiguous columns: ``[T, batch_size]``.
+
+    The tail that does not fill a whole row is dropped, as in word_language_model.
+    """
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be 1-d, got shape {tuple(ids.shape)}")
+    if not 1 <= batch_size <= ids.numel():
+        raise ValueError(f"batch_size must be in [1, {ids.numel()}], got {batch_size}")
+    steps = ids.numel() // batch_size
+    return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
+
+
+def lm_batches(
+    data: torch.Tensor,
+    bptt: int,
+    generator: torch.Generator | None = None,
+    random_length: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Consecutive ``(x, y)`` windows of ``data[T, B]``, ``y`` being ``x`` shifted by one step.
+
+    With ``random_length`` each window length follows AWD-LSTM (Merity et al. 2018, §4.1):
+    the mean is ``bptt`` with probability 0.95, else ``bptt / 2``; the length is
+    ``max(5, int(N(mean, 5)))``, drawn from ``generator``. The last window is truncated to the
+    data. The trainer may rescale the learning rate by ``x.size(0) / bptt`` as AWD-LSTM does.
+    """
+    if bptt < 1:
+        raise ValueError(f"bptt must be >= 1, got {bptt}")
+    i, end = 0, data.size(0) - 1
+    while i < end:
+        seq_len = bptt
+        if random_length:
+            mean = bptt if torch.rand((), generator=generator).item() < 0.95 else bptt / 2
+            seq_len = max(5, int(mean + 5 * torch.randn((), generator=generator).item()))
+        seq_len = min(seq_len, end - i)
+        yield data[i : i + seq_len], data[i + 1 : i + 1 + seq_len]
+        i += seq_len

@@ -1,0 +1,124 @@
+"""AWD-LSTM language model (Merity, Keskar & Socher, ICLR 2018), paper §5.1 (PTB).
+
+A stack of one-layer LSTMs with the regularisers of Merity et al.:
+
+- embedding dropout: whole rows of the embedding matrix (words) dropped, rest rescaled;
+- locked (variational) dropout: one mask per sequence, shared over time, on the embedded
+  input (``dropout_input``), between layers (``dropout_hidden``) and on the output (``dropout``);
+- weight drop (DropConnect) on every hidden-to-hidden matrix;
+- tied input/output embeddings (the last LSTM layer has ``emb_size`` units);
+- AR/TAR: the forward pass returns the unweighted activation regularisation
+  mean(dropped_h²) and temporal activation regularisation mean((h_t − h_{t−1})²) of the last
+  layer; the task weights them (α = 2, β = 1) into the training loss.
+
+Weight drop registers each weight exactly once: the LSTM's own ``weight_hh_l0`` *is* the raw
+weight, and the dropped copy only lives inside the forward pass (substituted with
+``torch.func.functional_call``). The public implementation registers both the raw and the
+dropped matrix, which counts the weight twice in global norms and weight decay.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+State = list[tuple[torch.Tensor, torch.Tensor]]  # (h, c) per layer, each [1, B, H]
+
+
+class LMOutput(NamedTuple):
+    logits: torch.Tensor  # [T, B, V]
+    state: State  # final (h, c) per layer, to carry into the next segment (detached by caller)
+    ar: torch.Tensor  # mean squared dropped output of the last layer
+    tar: torch.Tensor  # mean squared time difference of the last layer's (undropped) output
+
+
+def embedded_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:
+    """Embed ``words`` with whole embedding rows dropped with probability ``p`` (rescaled)."""
+    weight = embed.weight
+    if p > 0:
+        keep = torch.empty_like(weight[:, :1]).bernoulli_(1 - p)
+        weight = weight * keep / (1 - p)
+    return F.embedding(words, weight)
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout on ``x`` [T, B, H] with one mask per sequence, shared over time."""
+    if not training or p == 0:
+        return x
+    mask = torch.empty_like(x[:1]).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+class WeightDropLSTM(nn.Module):
+    """A one-layer LSTM whose hidden-to-hidden matrix gets DropConnect in training."""
+
+    def __init__(self, input_size: int, hidden_size: int, weight_drop: float) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size)
+        self.weight_drop = weight_drop
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if not self.training or self.weight_drop == 0:
+            return self.lstm(x, state)
+        dropped = F.dropout(self.lstm.weight_hh_l0, self.weight_drop, training=True)
+        return functional_call(self.lstm, {"weight_hh_l0": dropped}, (x, state))
+
+
+class AWDLSTM(nn.Module):
+    """3-layer AWD-LSTM; defaults are the PTB model of Merity et al. as run in paper §5.1."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_size: int = 400,
+        hidden_size: int = 1150,
+        num_layers: int = 3,
+        *,
+        dropout: float = 0.4,
+        dropout_hidden: float = 0.25,
+        dropout_input: float = 0.4,
+        dropout_embedding: float = 0.1,
+        weight_drop: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, emb_size)
+        sizes = [emb_size] + [hidden_size] * (num_layers - 1) + [emb_size]
+        self.rnns = nn.ModuleList(
+            WeightDropLSTM(sizes[i], sizes[i + 1], weight_drop) for i in range(num_layers)
+        )
+        self.decoder_bias = nn.Parameter(torch.zeros(vocab_size))  # weight tied to embedding
+        self.dropout, self.dropout_hidden = dropout, dropout_hidden
+        self.dropout_input, self.dropout_embedding = dropout_input, dropout_embedding
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    def init_state(self, batch_size: int) -> State:
+        """All-zero (h, c) for every layer."""
+        zeros = self.embedding.weight.new_zeros
+        return [
+            (zeros(1, batch_size, r.lstm.hidden_size), zeros(1, batch_size, r.lstm.hidden_size))
+            for r in self.rnns
+        ]
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> LMOutput:
+        """``tokens`` [T, B] → next-token logits [T, B, V], final state, AR and TAR terms."""
+        if state is None:
+            state = self.init_state(tokens.size(1))
+        p_emb = self.dropout_embedding if self.training else 0.0
+        x = embedded_dropout(self.embedding, tokens, p_emb)
+        x = locked_dropout(x, self.dropout_input, self.training)
+        new_state = []
+        for i, rnn in enumerate(self.rnns):
+            raw, layer_state = rnn(x, state[i])
+            new_state.append(layer_state)
+            last = i == len(self.rnns) - 1
+            x = locked_dropout(raw, self.dropout if last else self.dropout_hidden, self.training)
+        logits = F.linear(x, self.embedding.weight, self.decoder_bias)
+        ar = x.pow(2).mean()
+        tar = (raw[1:] - raw[:-1]).pow(2).mean()
+        return LMOutput(logits, new_state, ar, tar)

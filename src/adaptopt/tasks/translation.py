@@ -1,0 +1,155 @@
+"""``multi30k-transformer``: paper §5.2 / Fig. 1b, 3 — the 6-layer Transformer on Multi30k de→en.
+
+Authors' settings (their Multi30k commands, forked from attention-is-all-you-need-pytorch):
+batch 256 sentence pairs, 400 epochs, shared embeddings, label smoothing 0.1, learning rate
+``lr`` × d^(-1/2)·min(s^(-1/2), s·w^(-3/2)) with w = 128,000 warm-up steps (so the whole run
+stays in warm-up), and per optimizer the ``lr`` (their ``lr_mul``), betas, ε and weight decay
+in ``hparams``.
+
+``evaluate`` reports the token-level cross-entropy (no smoothing) and corpus BLEU (sacrebleu,
+on the lowercased Moses tokens, ``tokenize="none"``) of greedy translations for
+``"train"``/``"valid"`` and beam-search translations (``beam_size``) for ``"test"``; references
+are the decoded target ids, so out-of-vocabulary words read ``<unk>`` on both sides. With
+``bleu=False`` nothing is decoded and the metric is perplexity.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sacrebleu
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from adaptopt.data import TranslationData, load_multi30k, split_validation, translation_batches
+from adaptopt.data.translation import BOS, EOS, PAD, Pair
+from adaptopt.models.transformer import (
+    Seq2SeqTransformer,
+    beam_search,
+    greedy_decode,
+    label_smoothed_nll,
+    noam_lambda,
+)
+from adaptopt.tasks._loading import limit, load_cached
+from adaptopt.tasks.base import Budget, Task
+
+MULTI30K_HPARAMS = {  # authors' Multi30k commands; lr is the multiplier of noam_lambda
+    "gsignsgd": {"lr": 10.0, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.1},
+    "adam": {"lr": 10.0, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.1},
+    "sgd": {"lr": 1.0, "momentum": 0.9, "weight_decay": 1.0},
+    "sgd_clip_grad": {"lr": 10.0, "gamma": 1.0, "weight_decay": 1.0},
+    "sgd_clip_momentum": {"lr": 1.0, "gamma": 1.0, "momentum": 0.9, "weight_decay": 1.0},
+    "sgd_normalized": {"lr": 10000.0, "momentum": 0.9, "weight_decay": 1.0},
+}
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus BLEU (0-100) of already tokenised sentences, one reference each."""
+    return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score
+
+
+@dataclass
+class TranslationTask(Task):
+    """Sequence-to-sequence training with teacher forcing on (source, target) id pairs."""
+
+    data: TranslationData | None = None
+    splits: dict[str, list[Pair]] = field(default_factory=dict)
+    model_factory: Callable[[], nn.Module] | None = None
+    d_model: int = 512
+    warmup_steps: int = 128_000
+    label_smoothing: float = 0.1
+    bleu: bool = True
+    beam_size: int = 5
+    max_extra_len: int = 50  # decode at most source length + this many tokens
+    eval_batch_size: int = 128
+
+    def build_model(self) -> nn.Module:
+        return self.model_factory()
+
+    def train_batches(
+        self, epoch: int, generator: torch.Generator, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = translation_batches(self.splits["train"], self.budget.batch_size, generator)
+        return limit(((s.to(device), t.to(device)) for s, t in batches), self.budget)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        src, tgt = batch
+        return label_smoothed_nll(model(src, tgt[:, :-1]), tgt[:, 1:], PAD, self.label_smoothing)
+
+    def lr_lambda(self, steps_per_epoch: int) -> Callable[[int], float]:
+        return noam_lambda(self.d_model, self.warmup_steps)
+
+    def _translate(self, model: nn.Module, src: torch.Tensor, split: str) -> torch.Tensor:
+        max_len = src.size(1) + self.max_extra_len
+        if split == "test" and self.beam_size > 1:
+            return beam_search(
+                model, src, bos=BOS, eos=EOS, beam_size=self.beam_size, max_len=max_len
+            )
+        return greedy_decode(model, src, bos=BOS, eos=EOS, max_len=max_len)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        total, count = torch.zeros((), device=device), 0
+        hypotheses, references = [], []
+        for src, tgt in translation_batches(self.splits[split], self.eval_batch_size):
+            src, tgt = src.to(device), tgt.to(device)
+            logits = model(src, tgt[:, :-1]).float()
+            gold = tgt[:, 1:]
+            total += F.cross_entropy(
+                logits.flatten(0, 1), gold.flatten(), ignore_index=PAD, reduction="sum"
+            )
+            count += int((gold != PAD).sum())
+            if self.bleu:
+                hypotheses += [self.data.decode(row) for row in self._translate(model, src, split)]
+                references += [self.data.decode(row) for row in tgt]
+        model.train(was_training)
+        loss = total.item() / count
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 100.0))}
+        if self.bleu:
+            metrics["bleu"] = corpus_bleu(hypotheses, references)
+        return metrics
+
+
+def multi30k_transformer(
+    validation: bool = False,
+    smoke: bool = False,
+    data_dir: str | Path | None = None,
+    verify: bool = True,
+    bleu: bool = True,
+) -> TranslationTask:
+    """Registry constructor for ``multi30k-transformer``; smoke: 2+2 layers, d = 32, 64 pairs.
+
+    With ``validation`` a seeded 10% of the training pairs is the ``"valid"`` split (the
+    official validation set is not used then).
+    """
+    data = load_cached(load_multi30k, data_dir, verify)
+    train, valid, test = data.train, data.valid, data.test
+    if smoke:
+        train, valid, test = train[:64], valid[:16], test[:16]
+    if validation:
+        fit, held_out = split_validation(len(train), 0.1, 0)
+        train, valid = [train[i] for i in fit], [train[i] for i in held_out]
+    size = dict(d_model=32, nhead=2, num_layers=2, dim_feedforward=64) if smoke else {}
+    d_model = size.get("d_model", 512)
+    return TranslationTask(
+        name="multi30k-transformer",
+        metric="bleu" if bleu else "perplexity",
+        higher_is_better=bleu,
+        budget=Budget(1, 16, max_steps_per_epoch=2) if smoke else Budget(400, 256),
+        hparams={k: dict(v) for k, v in MULTI30K_HPARAMS.items()},
+        validation=validation,
+        data=data,
+        splits={"train": train, "valid": valid, "test": test},
+        model_factory=functools.partial(Seq2SeqTransformer, len(data.vocab), pad_id=PAD, **size),
+        d_model=d_model,
+        warmup_steps=4 if smoke else 128_000,
+        bleu=bleu,
+        max_extra_len=5 if smoke else 50,
+    )

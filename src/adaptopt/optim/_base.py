@@ -10,7 +10,13 @@ Every optimizer here is a :class:`BaseOptimizer`. One ``step`` does, for all par
 4. ``apply_update``: x ← x − η u_t with the group's weight-decay mode (``_weight_decay.py``).
 
 Each optimizer implements steps 2–3 twice: a readable single-tensor reference and a
-multi-tensor (``foreach``) path that must compute the same function.
+multi-tensor (``foreach``) path that must compute the same function. Optimizers with
+``supports_fused`` have a third path, ``fused=True`` (``adaptopt.optim._fused``): steps 1–4 in
+one compiled pass per tensor (plus one read-only pass for global norms), dispatched from
+:meth:`BaseOptimizer._fused_step`.
+
+State tensors have the dtype ``state_dtype`` (default: the parameter dtype, float32 for
+bf16/fp16 parameters) in every path.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adaptopt.optim import _fused
 from adaptopt.optim._weight_decay import WEIGHT_DECAY_MODES, apply_update, couple_weight_decay
 
 Closure = Callable[[], Tensor]
@@ -67,17 +74,50 @@ def default_foreach(params: Iterable[Tensor]) -> bool:
     return bool(params) and all(p.is_cuda for p in params)
 
 
+# Below this many elements the fused step's one-time compilation (seconds) outweighs what it
+# saves per step on CPU (benchmarks/RESULTS.md).
+FUSED_MIN_NUMEL = 1 << 22
+
+
+def default_fused(params: Iterable[Tensor]) -> bool:
+    """``fused=None``: the fused step where it is measured faster than the default path.
+
+    That is on CPU, for param groups of at least ``FUSED_MIN_NUMEL`` elements, when inductor
+    finds a C++ compiler. On CUDA the fused step has not been measured: ``foreach`` stays the
+    default there.
+    """
+    params = list(params)
+    return (
+        bool(params)
+        and all(p.device.type == "cpu" for p in params)
+        and sum(p.numel() for p in params) >= FUSED_MIN_NUMEL
+        and _fused.cpp_compiler_available()
+    )
+
+
+# Group entries that choose how a step is computed, not what it computes: they stay the
+# loading optimizer's own in ``load_state_dict``.
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable", "state_dtype")
+
+
 class BaseOptimizer(torch.optim.Optimizer):
     """Base class: shared validation and the four-phase ``step`` described in the module doc.
 
     Subclasses set ``defaults`` (every group has ``lr``, ``weight_decay``,
-    ``weight_decay_mode``, ``maximize`` and ``foreach``), implement :meth:`_validate_group`,
-    :meth:`_direction` and, if they need global norms, :meth:`_prepare`.
+    ``weight_decay_mode``, ``maximize``, ``foreach``, ``fused``, ``capturable`` and
+    ``state_dtype``), implement :meth:`_validate_group`, :meth:`_direction` and, if they need
+    global norms, :meth:`_prepare`; with ``supports_fused`` also :meth:`_fused_step` (and the
+    fused branch of :meth:`_prepare`).
     """
+
+    supports_fused = False
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         defaults.setdefault("maximize", False)
         defaults.setdefault("foreach", None)
+        defaults.setdefault("fused", None if self.supports_fused else False)
+        defaults.setdefault("capturable", False)
+        defaults.setdefault("state_dtype", None)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -85,30 +125,96 @@ class BaseOptimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         self._validate_common(group)
         self._validate_group(group)
+        if group["fused"] is None:
+            group["fused"] = group["capturable"] or (
+                group["foreach"] is None and default_fused(group["params"])
+            )
         if group["foreach"] is None:
-            group["foreach"] = default_foreach(group["params"])
+            group["foreach"] = not group["fused"] and default_foreach(group["params"])
 
-    @staticmethod
-    def _validate_common(group: dict[str, Any]) -> None:
+    def _validate_common(self, group: dict[str, Any]) -> None:
         if "lr" in group:
-            check_nonnegative("lr", group["lr"])
+            lr = group["lr"]
+            if isinstance(lr, Tensor):
+                if lr.dim() != 0 or not lr.is_floating_point():
+                    raise ValueError(f"Invalid lr: a tensor lr must be 0-d floating point: {lr!r}")
+                lr = lr.item()
+            check_nonnegative("lr", lr)
         check_nonnegative("weight_decay", group["weight_decay"])
         if group["weight_decay_mode"] not in WEIGHT_DECAY_MODES:
             raise ValueError(
                 f"Invalid weight_decay_mode: {group['weight_decay_mode']!r} "
                 f"(valid: {', '.join(WEIGHT_DECAY_MODES)})"
             )
+        state_dtype = group["state_dtype"]
+        if state_dtype is not None and not (
+            isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point
+        ):
+            raise ValueError(
+                f"Invalid state_dtype: {state_dtype!r} (must be None or a floating-point "
+                "torch.dtype, e.g. torch.bfloat16)"
+            )
+        if group["fused"] and not self.supports_fused:
+            raise ValueError(f"Invalid fused: {type(self).__name__} has no fused step")
+        if group["fused"] and group["foreach"]:
+            raise ValueError("Invalid fused: fused=True and foreach=True are exclusive")
+        if group["capturable"] and group["fused"] is False:
+            raise ValueError(
+                "Invalid capturable: only the fused step is capturable (use fused=True or None)"
+            )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the argument for invalid hyperparameters."""
 
+    # -- state -----------------------------------------------------------------------------
+    @staticmethod
+    def _state_dtype(group: dict[str, Any], p: Tensor) -> torch.dtype:
+        """``state_dtype``, or the parameter dtype (float32 for bf16/fp16 parameters)."""
+        if group["state_dtype"] is not None:
+            return group["state_dtype"]
+        return torch.float32 if p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+
+    def _zeros(self, group: dict[str, Any], p: Tensor) -> Tensor:
+        """A new state tensor for ``p``, in the group's state dtype."""
+        return torch.zeros_like(
+            p, dtype=self._state_dtype(group, p), memory_format=torch.preserve_format
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's loading, except that this optimizer keeps its own implementation choices
+        (``IMPLEMENTATION_KEYS``) and state dtype: torch would cast the state to the
+        parameter dtype, here it is restored from ``state_dict`` in the state dtype."""
+        own = [{key: group[key] for key in IMPLEMENTATION_KEYS} for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        saved_groups = state_dict["param_groups"]
+        for group, implementation, saved_group in zip(self.param_groups, own, saved_groups):
+            group.update(implementation)
+            for p, saved_id in zip(group["params"], saved_group["params"]):
+                self._restore_state(group, p, state_dict["state"].get(saved_id, {}))
+
+    def _restore_state(self, group: dict[str, Any], p: Tensor, saved: dict[str, Any]) -> None:
+        """After torch's loading: ``step`` on the parameter device for fused groups, state
+        tensors in the state dtype (re-read from ``saved``: torch cast them to p's dtype)."""
+        state, dtype = self.state[p], self._state_dtype(group, p)
+        for key, value in list(state.items()):
+            if key == "step":
+                if group["fused"]:
+                    state[key] = value.to(p.device)
+            elif torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype:
+                state[key] = saved[key].to(device=p.device, dtype=dtype)
+
     # -- the step ---------------------------------------------------------------------------
     def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-        """Parameters with a gradient and their (maximize-signed, l2-coupled) gradients."""
+        """Parameters with a gradient and their (maximize-signed, l2-coupled) gradients.
+
+        The fused step gets the raw gradients: its kernels apply the sign and the coupling.
+        """
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        if group["fused"]:
+            return params, [p.grad for p in params]
         grads = [-p.grad if group["maximize"] else p.grad for p in params]
         grads = couple_weight_decay(
             grads, params, group["weight_decay"], group["weight_decay_mode"], group["foreach"]
@@ -136,9 +242,21 @@ class BaseOptimizer(torch.optim.Optimizer):
         """
         raise NotImplementedError
 
+    def _fused_step(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        prepared: dict[str, list[Tensor]],
+        norms: dict[str, Tensor],
+    ) -> None:
+        """Steps 2–4 for a ``fused`` group in one pass per tensor (raw gradients)."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:
         """One optimization step; ``closure`` (optional) re-evaluates and returns the loss."""
+        self._accelerator_graph_capture_health_check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -153,6 +271,9 @@ class BaseOptimizer(torch.optim.Optimizer):
         foreach = any(group["foreach"] for group, _, _ in work)
         norms = {name: global_norm(tensors, foreach) for name, tensors in to_norm.items()}
         for (group, params, grads), named in zip(work, prepared):
+            if group["fused"]:
+                self._fused_step(group, params, grads, named, norms)
+                continue
             updates = self._direction(group, params, grads, named, norms)
             apply_update(
                 params,

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim._base import BaseOptimizer, check_nonnegative, check_positive
-from adaptopt.optim._momentum import momentum_directions
+from adaptopt.optim._base import check_nonnegative, check_positive
+from adaptopt.optim._momentum import GlobalNormSGD
 from adaptopt.optim._weight_decay import WeightDecayMode
 
 
@@ -21,7 +21,7 @@ def clip_coefficient(lr: float, gamma: float, norm: Tensor) -> Tensor:
     return torch.clamp(gamma / (lr * norm), max=1.0)
 
 
-class SGDClip(BaseOptimizer):
+class SGDClip(GlobalNormSGD):
     r"""SGD with global-norm clipping of the gradient and/or the momentum (SPEC.md §1.2).
 
     .. math::
@@ -41,6 +41,8 @@ class SGDClip(BaseOptimizer):
         lr: :math:`\eta`. gamma: clipping threshold :math:`\gamma > 0`. momentum: :math:`\mu`.
         nu: :math:`\nu \in [0, 1]` mixing the clipped momentum and clipped gradient steps.
         nesterov: use :math:`d_t + \mu b_t`. weight_decay, weight_decay_mode: see GSignSGD.
+        fused, capturable, state_dtype: see GSignSGD; the fused step makes a read-only pass
+            for the norms, then one update pass.
     """
 
     def __init__(
@@ -56,6 +58,9 @@ class SGDClip(BaseOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -67,6 +72,9 @@ class SGDClip(BaseOptimizer):
             weight_decay_mode=weight_decay_mode,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -78,36 +86,16 @@ class SGDClip(BaseOptimizer):
         if group["nesterov"] and group["momentum"] == 0:
             raise ValueError("Invalid nesterov: Nesterov momentum requires momentum > 0")
 
-    def _prepare(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
-    ) -> dict[str, list[Tensor]]:
-        prepared = {}
-        if group["nu"] > 0:
-            states = [self.state[p] for p in params]
-            prepared["momentum"] = momentum_directions(
-                states, grads, group["momentum"], group["nesterov"], group["foreach"]
-            )
-        if group["nu"] < 1:
-            prepared["grad"] = grads
-        return prepared
+    def _terms(self, group: dict[str, Any]) -> tuple[str, ...]:
+        used = {"momentum": group["nu"] > 0, "grad": group["nu"] < 1}
+        return tuple(name for name, use in used.items() if use)
 
-    def _direction(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> list[Tensor]:
-        weights = {"momentum": group["nu"], "grad": 1 - group["nu"]}
-        terms = [
-            (tensors, weights[name] * clip_coefficient(group["lr"], group["gamma"], norms[name]))
-            for name, tensors in prepared.items()
-        ]
-        if group["foreach"]:
-            scaled = [torch._foreach_mul(tensors, c) for tensors, c in terms]
-            return list(scaled[0]) if len(scaled) == 1 else list(torch._foreach_add(*scaled))
-        return [sum(tensors[i] * c for tensors, c in terms) for i in range(len(params))]
+    def _weights(self, group: dict[str, Any], norms: dict[str, Tensor]) -> dict[str, Tensor]:
+        mix = {"momentum": group["nu"], "grad": 1 - group["nu"]}
+        return {
+            name: mix[name] * clip_coefficient(group["lr"], group["gamma"], norms[name])
+            for name in self._terms(group)
+        }
 
 
 class SGDClipGrad(SGDClip):
@@ -124,6 +112,9 @@ class SGDClipGrad(SGDClip):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -135,6 +126,9 @@ class SGDClipGrad(SGDClip):
             weight_decay_mode=weight_decay_mode,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )
 
 
@@ -154,6 +148,9 @@ class SGDClipMomentum(SGDClip):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -166,4 +163,7 @@ class SGDClipMomentum(SGDClip):
             weight_decay_mode=weight_decay_mode,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adaptopt.optim import _fused
 from adaptopt.optim._base import (
     BaseOptimizer,
     check_betas,
@@ -49,12 +50,19 @@ class GeneralizedSignSGD(BaseOptimizer):
         bias_correction: divide by :math:`1-\beta^t` (authors: off for CIFAR-10, on for PTB).
         maximize: maximize the objective instead.
         foreach: use the multi-tensor path (default: when all parameters are on CUDA).
+        fused: one compiled pass per tensor (``adaptopt.optim._fused``); default: on CPU for
+            groups of at least ``FUSED_MIN_NUMEL`` elements (``_base.default_fused``).
+        capturable: the step may be captured in a CUDA graph (implies ``fused``; ``lr`` may
+            be a 0-d tensor on the device).
+        state_dtype: dtype of ``exp_avg``/``exp_avg_sq`` (default: the parameter dtype,
+            float32 for bf16/fp16 parameters); ``torch.bfloat16`` halves the state memory.
 
     State per parameter: ``step``, ``exp_avg`` (m) and, if :math:`\beta_2 > 0`, ``exp_avg_sq`` (v).
     """
 
     # v accumulates m_t^2 here; Adam (``AdamProx``) accumulates g_t^2 with the same machinery.
     _square_gradient = False
+    supports_fused = True
 
     def __init__(
         self,
@@ -68,6 +76,9 @@ class GeneralizedSignSGD(BaseOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -78,6 +89,9 @@ class GeneralizedSignSGD(BaseOptimizer):
             bias_correction=bias_correction,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -88,13 +102,15 @@ class GeneralizedSignSGD(BaseOptimizer):
         check_betas(self._betas(group))
         check_nonnegative("eps", group["eps"])
 
-    def _state(self, p: Tensor, beta2: float) -> dict[str, Any]:
+    def _state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
+        """The state of ``p``; the fused step keeps ``step`` on the parameter device."""
         state = self.state[p]
         if not state:
-            state["step"] = torch.zeros((), dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if beta2 > 0 and "exp_avg_sq" not in state:
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            device = p.device if group["fused"] else None
+            state["step"] = torch.zeros((), dtype=torch.float32, device=device)
+            state["exp_avg"] = self._zeros(group, p)
+        if self._betas(group)[1] > 0 and "exp_avg_sq" not in state:
+            state["exp_avg_sq"] = self._zeros(group, p)
         return state
 
     def _direction(
@@ -106,10 +122,37 @@ class GeneralizedSignSGD(BaseOptimizer):
         norms: dict[str, Tensor],
     ) -> list[Tensor]:
         betas = self._betas(group)
-        states = [self._state(p, betas[1]) for p in params]
+        states = [self._state(group, p) for p in params]
         impl = _multi_tensor_direction if group["foreach"] else _single_tensor_direction
         return impl(
             states, grads, betas, group["eps"], group["bias_correction"], self._square_gradient
+        )
+
+    def _fused_step(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        prepared: dict[str, list[Tensor]],
+        norms: dict[str, Tensor],
+    ) -> None:
+        beta1, beta2 = self._betas(group)
+        states = [self._state(group, p) for p in params]
+        _fused.gsignsgd(
+            params,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states] if beta2 > 0 else None,
+            [s["step"] for s in states],
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            weight_decay_mode=group["weight_decay_mode"],
+            bias_correction=group["bias_correction"],
+            maximize=group["maximize"],
+            square_gradient=self._square_gradient,
         )
 
 
@@ -183,8 +226,9 @@ class Signum(GeneralizedSignSGD):
 
     Generalized SignSGD with :math:`\beta_2 = 0` and :math:`\epsilon = 0`;
     :math:`m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t` with :math:`\beta_1` = ``momentum``.
-    Stores a single state buffer (``exp_avg``) per parameter; ``momentum`` is a per-group
-    hyperparameter like ``lr``.
+    Stores a single state buffer (``exp_avg``) per parameter, so its step moves 20 bytes per
+    float32 parameter instead of 28; ``momentum`` is a per-group hyperparameter like ``lr``.
+    ``fused``, ``capturable``, ``state_dtype``: see :class:`GeneralizedSignSGD`.
     """
 
     def __init__(
@@ -197,6 +241,9 @@ class Signum(GeneralizedSignSGD):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -207,6 +254,9 @@ class Signum(GeneralizedSignSGD):
             bias_correction=False,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )
         BaseOptimizer.__init__(self, params, defaults)
 
@@ -232,6 +282,9 @@ class SignSGD(Signum):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -241,4 +294,7 @@ class SignSGD(Signum):
             weight_decay_mode=weight_decay_mode,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )

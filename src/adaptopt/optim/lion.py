@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adaptopt.optim import _fused
 from adaptopt.optim._base import BaseOptimizer, check_betas
 from adaptopt.optim._weight_decay import WeightDecayMode
 
@@ -21,8 +22,11 @@ class Lion(BaseOptimizer):
         \end{aligned}
 
     Weight decay is decoupled by default, as in the Lion paper.
-    State per parameter: ``exp_avg`` (m).
+    State per parameter: ``exp_avg`` (m). ``fused``, ``capturable``, ``state_dtype``: see
+    :class:`~adaptopt.optim.GeneralizedSignSGD`.
     """
+
+    supports_fused = True
 
     def __init__(
         self,
@@ -34,6 +38,9 @@ class Lion(BaseOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -42,11 +49,20 @@ class Lion(BaseOptimizer):
             weight_decay_mode=weight_decay_mode,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_betas(group["betas"])
+
+    def _exp_avgs(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+        for p in params:
+            if not self.state[p]:
+                self.state[p]["exp_avg"] = self._zeros(group, p)
+        return [self.state[p]["exp_avg"] for p in params]
 
     def _direction(
         self,
@@ -57,10 +73,7 @@ class Lion(BaseOptimizer):
         norms: dict[str, Tensor],
     ) -> list[Tensor]:
         beta1, beta2 = group["betas"]
-        for p in params:
-            if not self.state[p]:
-                self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        exp_avgs = self._exp_avgs(group, params)
         if group["foreach"]:
             updates = torch._foreach_mul(exp_avgs, beta1)
             torch._foreach_add_(updates, grads, alpha=1 - beta1)
@@ -73,3 +86,24 @@ class Lion(BaseOptimizer):
             updates.append(m.mul(beta1).add_(g, alpha=1 - beta1).sign_())
             m.mul_(beta2).add_(g, alpha=1 - beta2)
         return updates
+
+    def _fused_step(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        prepared: dict[str, list[Tensor]],
+        norms: dict[str, Tensor],
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        _fused.lion(
+            params,
+            grads,
+            self._exp_avgs(group, params),
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            weight_decay_mode=group["weight_decay_mode"],
+            maximize=group["maximize"],
+        )

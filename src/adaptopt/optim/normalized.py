@@ -7,12 +7,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim._base import BaseOptimizer, check_nonnegative, safe_div
-from adaptopt.optim._momentum import momentum_directions
+from adaptopt.optim._base import check_nonnegative, safe_div
+from adaptopt.optim._momentum import GlobalNormSGD
 from adaptopt.optim._weight_decay import WeightDecayMode
 
 
-class NormalizedSGD(BaseOptimizer):
+class NormalizedSGD(GlobalNormSGD):
     r"""SGD momentum normalized by its global norm (SPEC.md §1.2, "SGD-Norm").
 
     .. math::
@@ -22,6 +22,7 @@ class NormalizedSGD(BaseOptimizer):
     with :math:`d_t = g_t` (:math:`+\lambda x_t` in l2 mode), :math:`\tilde b_t = b_t` or
     :math:`d_t + \mu b_t` (Nesterov), the norm global over every parameter of every group, and
     :math:`\epsilon = 10^{-10}` as in the authors' code (0/0 := 0 if ``eps=0``).
+    ``fused``, ``capturable``, ``state_dtype``: see :class:`~adaptopt.optim.SGDClip`.
     """
 
     def __init__(
@@ -36,6 +37,9 @@ class NormalizedSGD(BaseOptimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -46,6 +50,9 @@ class NormalizedSGD(BaseOptimizer):
             eps=eps,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )
         super().__init__(params, defaults)
 
@@ -55,26 +62,9 @@ class NormalizedSGD(BaseOptimizer):
         if group["nesterov"] and group["momentum"] == 0:
             raise ValueError("Invalid nesterov: Nesterov momentum requires momentum > 0")
 
-    def _prepare(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
-    ) -> dict[str, list[Tensor]]:
-        states = [self.state[p] for p in params]
-        return {
-            "momentum": momentum_directions(
-                states, grads, group["momentum"], group["nesterov"], group["foreach"]
-            )
-        }
+    def _terms(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum",)
 
-    def _direction(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> list[Tensor]:
+    def _weights(self, group: dict[str, Any], norms: dict[str, Tensor]) -> dict[str, Tensor]:
         norm = norms["momentum"]
-        scale = safe_div(torch.ones_like(norm), norm + group["eps"])
-        if group["foreach"]:
-            return list(torch._foreach_mul(prepared["momentum"], scale))
-        return [b * scale for b in prepared["momentum"]]
+        return {"momentum": safe_div(torch.ones_like(norm), norm + group["eps"])}

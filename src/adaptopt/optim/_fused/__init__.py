@@ -1,0 +1,292 @@
+r"""Fused optimizer steps: one pass over memory per parameter per step.
+
+A step of Generalized SignSGD reads :math:`x, g, m, v` and writes :math:`x, m, v`: 28 bytes per
+float32 parameter, like Adam, and nothing else. The single-tensor and ``foreach`` paths of
+the optimizer classes make one pass per elementary operation; here each tensor is updated by
+one kernel of :mod:`~adaptopt.optim._fused.kernels`, compiled by ``torch.compile`` (inductor:
+vectorized C++ on CPU, Triton on CUDA) with ``fullgraph=True`` and dynamic sizes, so one
+compiled kernel serves every tensor shape of every model. Global-norm optimizers (clipping,
+normalization) make two passes: a read-only pass for the norms, then the update pass.
+
+Design:
+
+* **Coefficients as tensors.** Hyperparameters are combined in float64 into a coefficient
+  tensor on the parameter device (per tensor for Generalized SignSGD, whose bias correction
+  depends on each tensor's ``step``), so changing ``lr`` never recompiles, and nothing is
+  copied from the host: the step can be captured in a CUDA graph (``capturable=True``;
+  ``lr`` may then be a 0-d tensor on the device, updated in place by the LR schedulers).
+* **Mixed precision.** The arithmetic runs in float32 for bf16/fp16/fp32 parameters (float64
+  for float64 ones); the state has its own dtype (``state_dtype``), rounded once on store.
+* **Granularity.** One compiled call per large tensor. A call costs tens of microseconds of
+  dispatch, negligible against the memory traffic of a large tensor; tensors of at most
+  ``BATCH_NUMEL`` elements (biases, norms) are concatenated into one call and copied back,
+  which costs less than their calls would. The compile count does not depend on the model.
+* **Threads.** Kernels are compiled with ``cpp.dynamic_threads``: the OpenMP runtime picks
+  the thread count, whatever the size of the tensor that triggered the compilation.
+
+The functions below are the functional interface used by the optimizer classes; their
+results equal the single-tensor reference within floating-point rounding (the coefficients
+are folded, e.g. :math:`\eta/(1-\beta_1^t)` is one factor): ``tests/optim/test_fused.py``
+checks float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5, atol=1e-6`` after 30 steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from adaptopt.optim._fused import kernels
+
+# Tensors of at most this many elements are updated together (gathered, then scattered):
+# a compiled call costs tens of microseconds of dispatch, copying them costs less.
+BATCH_NUMEL = 1 << 13
+
+# Distinct compiled graphs per kernel: dtype combinations, absent state, size-1 tensors.
+# torch's default limit (8) could be reached by a test suite mixing all of them.
+RECOMPILE_LIMIT = 64
+
+Scalar = float | Tensor
+
+
+@functools.cache
+def compiled(name: str) -> Callable[..., Any]:
+    """``kernels.<name>`` compiled once per process (lazily: importing is free)."""
+    return torch.compile(
+        getattr(kernels, name), fullgraph=True, dynamic=True, options={"cpp.dynamic_threads": True}
+    )
+
+
+@functools.cache
+def cpp_compiler_available() -> bool:
+    """Whether inductor finds the C++ compiler it needs for CPU kernels."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:
+        return False
+    return True
+
+
+def compute_dtype(p: Tensor) -> torch.dtype:
+    """float32 for bf16/fp16/fp32 parameters, float64 for float64 ones."""
+    return torch.promote_types(p.dtype, torch.float32)
+
+
+def coefficient_table(values: Sequence[Scalar], device: torch.device) -> Tensor:
+    """float64 coefficients on ``device``: shape ``(len(values),)``, or ``(n, len(values))``
+    when some value is a per-tensor ``(n,)`` tensor. Floats become ``torch.full`` fills, so
+    no host-to-device copy happens (CUDA-graph capturable)."""
+    columns = [
+        v.to(device=device, dtype=torch.float64)
+        if isinstance(v, Tensor)
+        else torch.full((), v, dtype=torch.float64, device=device)
+        for v in values
+    ]
+    return torch.stack(torch.broadcast_tensors(*columns), dim=-1)
+
+
+def decay_coefficients(lr: Scalar, weight_decay: float, mode: str) -> tuple[Scalar, ...]:
+    r"""``(λ2, a/c, 1/c)`` of :math:`d = g + \lambda_2 x` and
+    :math:`x \leftarrow (a x - \eta u)/c` for the three modes of ``_weight_decay.py``."""
+    l2 = weight_decay if mode == "l2" else 0.0
+    a = 1 - lr * weight_decay if mode == "decoupled" else 1.0
+    c = 1 + lr * weight_decay if mode == "proximal" else 1.0
+    return l2, a / c, 1 / c
+
+
+def _flat(tensors: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
+    """1-d aliases when every tensor is contiguous (one graph for all shapes), else as is.
+
+    The aliases are detached: no view base for the compiler to guard on, while in-place
+    updates still bump the parameter's version counter. (Sizes 0 and 1 get their own graph:
+    marking sizes unbacked would avoid it but stops inductor from fusing the loops.)
+    """
+    if not all(t is None or t.is_contiguous() for t in tensors):
+        return tensors
+    return tuple(None if t is None else t.view(-1).detach() for t in tensors)
+
+
+@functools.lru_cache(maxsize=64)
+def _owners(indices: tuple[int, ...], sizes: tuple[int, ...], device: torch.device) -> Tensor:
+    """For each element of the concatenation of tensors ``indices`` (of ``sizes``), the index
+    of its tensor. Cached: built once per parameter set (before any CUDA-graph capture)."""
+    owners = torch.tensor(indices).repeat_interleave(torch.tensor(sizes))
+    return owners.to(device)
+
+
+def launch(
+    name: str,
+    params: list[Tensor],
+    others: Sequence[Sequence[Tensor | None]],
+    table: Tensor,
+    *static: Any,
+    read_params: bool = True,
+    writes: Sequence[int] = (),
+) -> list[Any]:
+    """Call kernel ``name`` on ``(p, *others)`` with each tensor's coefficients.
+
+    ``table`` is ``(K,)`` (shared) or ``(n, K)`` (row ``i`` for tensor ``i``), cast to each
+    tensor's compute dtype; ``static`` are Python arguments the graph specializes on. Large
+    tensors get one call each; contiguous tensors of at most ``BATCH_NUMEL`` elements are
+    concatenated per dtype into one call (a per-tensor table becomes per-element rows
+    ``(numel, K)``), and the arguments at positions ``writes`` are copied back.
+    """
+    kernel = compiled(name)
+    rows = list(zip([p if read_params else None for p in params], *others))
+    tables: dict[torch.dtype, Tensor] = {}
+    batches: dict[tuple[Any, ...], list[int]] = {}
+    results = []
+    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        for i, row in enumerate(rows):
+            dtype = compute_dtype(params[i])
+            if dtype not in tables:
+                tables[dtype] = table.to(dtype)
+            contiguous = all(t is None or t.is_contiguous() for t in row)
+            if contiguous and params[i].numel() <= BATCH_NUMEL:
+                key = (dtype, *(None if t is None else t.dtype for t in row))
+                batches.setdefault(key, []).append(i)
+                continue
+            k = tables[dtype][i].detach() if table.dim() == 2 else tables[dtype]
+            results.append(kernel(*_flat(row), k, *static))
+        for (dtype, *_), indices in batches.items():
+            tensors = [[rows[i][j] for i in indices] for j in range(len(rows[0]))]
+            columns = [None if ts[0] is None else _flatten_dense_tensors(ts) for ts in tensors]
+            k = tables[dtype]
+            if table.dim() == 2:  # per-element coefficients (numel, K)
+                sizes = tuple(params[i].numel() for i in indices)
+                owners = _owners(tuple(indices), sizes, k.device)
+                k = k.index_select(0, owners)
+            results.append(kernel(*columns, k, *static))
+            for j in (j for j in writes if columns[j] is not None):
+                unflat = _unflatten_dense_tensors(columns[j], tensors[j])
+                torch._foreach_copy_(tensors[j], list(unflat))
+    return results
+
+
+def check_devices(params: list[Tensor]) -> torch.device:
+    """The one device of a fused group's parameters."""
+    devices = {p.device for p in params}
+    if len(devices) != 1:
+        raise ValueError(
+            f"fused=True needs all parameters of a param group on one device, got {devices}; "
+            "split the parameters into one param group per device"
+        )
+    return devices.pop()
+
+
+def gsignsgd(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor] | None,
+    steps: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    weight_decay_mode: str,
+    bias_correction: bool,
+    maximize: bool,
+    square_gradient: bool = False,
+) -> None:
+    """Generalized SignSGD (``exp_avg_sqs=None`` when β2 = 0: Signum, SignSGD) or, with
+    ``square_gradient``, Adam; increments ``steps`` (on the parameter device)."""
+    device = check_devices(params)
+    torch._foreach_add_(steps, 1)
+    bc1: Scalar = 1.0
+    inv_sqrt_bc2: Scalar = 1.0
+    if bias_correction:  # per tensor: each has its own step count
+        t = torch.stack(steps).to(device=device, dtype=torch.float64)
+        bc1, inv_sqrt_bc2 = 1 - beta1**t, (1 - beta2**t).rsqrt()
+    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
+    sign = -1.0 if maximize else 1.0
+    table = coefficient_table(
+        [sign, l2, beta1, 1 - beta1, beta2, 1 - beta2, inv_sqrt_bc2, eps, decay, -lr * inv_c / bc1],
+        device,
+    )
+    sqs = [None] * len(params) if exp_avg_sqs is None else exp_avg_sqs
+    launch("gsignsgd", params, [grads, exp_avgs, sqs], table, square_gradient, writes=(0, 2, 3))
+
+
+def lion(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> None:
+    """Lion (Chen et al. 2023)."""
+    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
+    sign = -1.0 if maximize else 1.0
+    table = coefficient_table(
+        [sign, l2, beta1, 1 - beta1, beta2, 1 - beta2, decay, -lr * inv_c], check_devices(params)
+    )
+    launch("lion", params, [grads, exp_avgs], table, writes=(0, 2))
+
+
+def _momentum_prefix(
+    momentum: float, nesterov: bool, weight_decay: float, mode: str, maximize: bool
+) -> list[float]:
+    """``[s, λ2, μ, c_d, c_b]`` of ``kernels.momentum_direction``."""
+    l2 = weight_decay if mode == "l2" else 0.0
+    c_d, c_b = (1.0, momentum) if nesterov else (0.0, 1.0)
+    return [-1.0 if maximize else 1.0, l2, momentum, c_d, c_b]
+
+
+def momentum_norms(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor] | None,
+    *,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> tuple[Tensor, Tensor]:
+    """Pass 1 (read-only): the group's ``(‖d‖, ‖b̃‖)`` as float64 0-d tensors, where b̃ is
+    the momentum direction that :func:`momentum_step` will store and use."""
+    prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
+    table = coefficient_table(prefix, check_devices(params))
+    buffers = [None] * len(params) if bufs is None else bufs
+    coupled = weight_decay_mode == "l2" and weight_decay != 0
+    sums = launch("momentum_sums", params, [grads, buffers], table, read_params=coupled)
+    return tuple(torch.stack([s for pair in sums for s in pair]).view(-1, 2).sum(0).sqrt())
+
+
+def momentum_step(
+    params: list[Tensor],
+    grads: list[Tensor],
+    bufs: list[Tensor] | None,
+    *,
+    lr: Scalar,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+    momentum_weight: Scalar,
+    grad_weight: Scalar,
+) -> None:
+    """Pass 2: :math:`x \\leftarrow x - \\eta (w_b \\tilde b + w_d d)` with decay; stores b_t."""
+    prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
+    _, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
+    step = -lr * inv_c
+    table = coefficient_table(
+        [*prefix, decay, step * momentum_weight, step * grad_weight], check_devices(params)
+    )
+    buffers = [None] * len(params) if bufs is None else bufs
+    launch("momentum_update", params, [grads, buffers], table, writes=(0, 2))

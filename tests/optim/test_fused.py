@@ -1,0 +1,443 @@
+"""The fused step (``fused=True``, ``adaptopt.optim._fused``) computes the reference's function.
+
+The reference is the single-tensor path (``fused=False``), itself checked against independent
+float64 formulas in ``test_reference.py``. Float64 runs must agree to rounding
+(``rtol=1e-12``); float32 to the documented tolerance. The compiled kernels are shared by all
+tests (one graph per kernel variant and dtype), so the file compiles a dozen small graphs once.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from adaptopt.optim import (
+    SGDOL,
+    AdamProx,
+    GeneralizedSignSGD,
+    Lion,
+    NormalizedSGD,
+    SGDClip,
+    SGDClipGrad,
+    SGDClipMomentum,
+    SignSGD,
+    Signum,
+    _base,
+    _fused,
+)
+
+SHAPES = [(5, 3), (4,), (2, 2, 2), (7,)]
+STEPS = 12
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+    ),
+]
+
+
+def gradients(seed: int, dtype: torch.dtype, steps: int = STEPS, shapes=SHAPES, device="cpu"):
+    """Per step, one gradient per shape over five orders of magnitude; the second and fourth
+    parameters get no gradient on some steps."""
+    g = torch.Generator().manual_seed(seed)
+    sequence = []
+    for _ in range(steps):
+        row = []
+        for i, shape in enumerate(shapes):
+            absent = i in (1, 3) and torch.rand((), generator=g).item() < 0.25
+            scale = 10 ** (5 * torch.rand((), generator=g).item() - 3)
+            grad = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+            row.append(None if absent else grad.to(device=device, dtype=dtype))
+        sequence.append(row)
+    return sequence
+
+
+def initial_params(dtype=torch.float64, device="cpu"):
+    g = torch.Generator().manual_seed(100)
+    return [
+        torch.randn(s, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+        for s in SHAPES
+    ]
+
+
+def run(cls, groups, common, fused, dtype=torch.float64, device="cpu", steps=STEPS, params=None):
+    """Params and optimizer after ``steps`` steps; ``groups`` split the params in two."""
+    params = initial_params(dtype, device) if params is None else params
+    params = [p.clone().requires_grad_() for p in params]
+    half = len(params) // 2
+    opt = cls(
+        [
+            dict(params=params[:half], fused=fused, **groups[0]),
+            dict(params=params[half:], fused=fused, **groups[1]),
+        ],
+        **common,
+    )
+    for row in gradients(0, dtype, steps, [p.shape for p in params], device):
+        for p, grad in zip(params, row):
+            p.grad = grad
+        opt.step()
+    return params, opt
+
+
+def assert_same_state(fused_opt, reference_opt, **tolerance):
+    for p_f, p_r in zip(fused_opt.state, reference_opt.state):
+        s_f, s_r = fused_opt.state[p_f], reference_opt.state[p_r]
+        assert s_f.keys() == s_r.keys()
+        for key in s_f:
+            torch.testing.assert_close(s_f[key].cpu(), s_r[key].cpu(), **tolerance)
+
+
+GSIGN_GROUPS = [
+    dict(lr=3e-3, weight_decay=1e-2, weight_decay_mode="decoupled", betas=(0.8, 0.99)),
+    dict(lr=1e-2, weight_decay=1e-1, weight_decay_mode="proximal"),
+]
+CLIP_GROUPS = [
+    dict(lr=0.5, gamma=0.3, nu=0.3, weight_decay=1e-3, weight_decay_mode="l2"),
+    dict(lr=0.1, gamma=2.0, nu=0.7, weight_decay=1e-2, weight_decay_mode="proximal"),
+]
+CASES = {
+    "gsignsgd": (GeneralizedSignSGD, GSIGN_GROUPS, dict(eps=1e-8)),
+    "gsignsgd_bias_correction_l2_maximize": (
+        GeneralizedSignSGD,
+        [dict(lr=1e-3, weight_decay=1e-3), dict(lr=2e-3, weight_decay=1e-2, eps=0.0)],
+        dict(bias_correction=True, maximize=True),
+    ),
+    "gsignsgd_beta2_zero": (
+        GeneralizedSignSGD,
+        [dict(lr=1e-3, betas=(0.9, 0.0)), dict(lr=2e-3, betas=(0.5, 0.0), eps=0.0)],
+        dict(bias_correction=True, eps=1e-3),
+    ),
+    "signum": (Signum, [GSIGN_GROUPS[1], dict(lr=1e-2, momentum=0.5)], {}),
+    "signsgd": (SignSGD, [dict(lr=1e-2), dict(lr=3e-3, weight_decay=0.1)], {}),
+    "adam_prox": (AdamProx, GSIGN_GROUPS, {}),
+    "lion": (
+        Lion,
+        [
+            dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="decoupled"),
+            dict(lr=3e-4, weight_decay=0.5, weight_decay_mode="proximal", betas=(0.5, 0.9)),
+        ],
+        dict(maximize=True),
+    ),
+    "lion_l2": (
+        Lion,
+        [dict(lr=1e-3), dict(lr=2e-3)],
+        dict(weight_decay=0.1, weight_decay_mode="l2"),
+    ),
+    "sgd_clip_mixed_nesterov": (SGDClip, CLIP_GROUPS, dict(momentum=0.9, nesterov=True)),
+    "sgd_clip_grad": (
+        SGDClipGrad,
+        [dict(lr=0.5, gamma=1.0), dict(lr=0.2, gamma=0.05, weight_decay=1e-2)],
+        dict(weight_decay_mode="decoupled", maximize=True),
+    ),
+    "sgd_clip_momentum": (
+        SGDClipMomentum,
+        [
+            dict(lr=10.0, gamma=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
+            dict(lr=1.0, gamma=0.5, weight_decay=1e-2, weight_decay_mode="decoupled"),
+        ],
+        dict(momentum=0.9),
+    ),
+    "normalized": (
+        NormalizedSGD,
+        [
+            dict(lr=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
+            dict(lr=0.05, weight_decay=1e-2, weight_decay_mode="proximal", momentum=0.5),
+        ],
+        dict(momentum=0.9),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_matches_reference_float64(case):
+    cls, groups, common = CASES[case]
+    fused, fused_opt = run(cls, groups, common, fused=True)
+    reference, reference_opt = run(cls, groups, common, fused=False)
+    assert all(g["fused"] for g in fused_opt.param_groups)
+    assert not any(g["fused"] for g in reference_opt.param_groups)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "case", ["gsignsgd", "signum", "lion", "sgd_clip_mixed_nesterov", "normalized"]
+)
+def test_fused_matches_reference_float32(case, device):
+    """The documented float32 tolerance: rtol=1e-5, atol=1e-6 after 30 steps."""
+    cls, groups, common = CASES[case]
+    kwargs = dict(dtype=torch.float32, device=device, steps=30)
+    fused, fused_opt = run(cls, groups, common, fused=True, **kwargs)
+    reference, reference_opt = run(cls, groups, common, fused=False, **kwargs)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert_same_state(fused_opt, reference_opt, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["gsignsgd", "lion", "sgd_clip_mixed_nesterov"])
+@pytest.mark.parametrize("batch_numel", [0, _fused.BATCH_NUMEL])
+def test_one_call_per_tensor_and_batched_small_tensors(case, batch_numel, monkeypatch):
+    """Both dispatch modes, with a transposed (non-contiguous: always one call with its own
+    shape) and a 0-d parameter (size 1: its own graph when alone in a call)."""
+    monkeypatch.setattr(_fused, "BATCH_NUMEL", batch_numel)
+    g = torch.Generator().manual_seed(1)
+    base = [torch.randn(3, 5, generator=g, dtype=torch.float64).t(), torch.tensor(0.5).double()]
+    params = [*base, *[torch.randn(4, generator=g, dtype=torch.float64) for _ in range(2)]]
+    assert not params[0].is_contiguous()
+    cls, groups, common = CASES[case]
+    fused, fused_opt = run(cls, groups, common, fused=True, params=params)
+    reference, reference_opt = run(cls, groups, common, fused=False, params=params)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
+
+
+def test_zero_gradients_with_eps_zero_leave_parameters_unchanged():
+    x = torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
+    opt = GeneralizedSignSGD([x], eps=0.0, bias_correction=True, fused=True)
+    for _ in range(3):
+        x.grad = torch.zeros_like(x)
+        opt.step()
+    assert torch.equal(x.detach(), torch.ones(6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("batch_numel", [0, _fused.BATCH_NUMEL])
+def test_fused_step_bumps_the_version_counter(batch_numel, monkeypatch):
+    """In-place updates stay visible to autograd's saved-tensor checks, in both dispatch modes."""
+    monkeypatch.setattr(_fused, "BATCH_NUMEL", batch_numel)
+    x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    opt = Lion([x], fused=True)
+    x.grad = torch.ones_like(x)
+    version = x._version
+    opt.step()
+    assert x._version > version
+
+
+# -- precision -------------------------------------------------------------------------------
+
+
+def test_bfloat16_parameters_keep_float32_state():
+    """bf16 parameters, float32 state and arithmetic, one rounding per step: the float32
+    reference with its parameters rounded to bf16 after each step, within one bf16 ulp."""
+    cls, groups, common = CASES["gsignsgd"]
+    fused, fused_opt = run(cls, groups, common, fused=True, dtype=torch.bfloat16)
+    params = [p.float().requires_grad_() for p in initial_params(torch.bfloat16)]
+    reference_opt = cls(
+        [
+            dict(params=params[:2], fused=False, **groups[0]),
+            dict(params=params[2:], fused=False, **groups[1]),
+        ],
+        **common,
+    )
+    for row in gradients(0, torch.bfloat16):
+        for p, grad in zip(params, row):
+            p.grad = None if grad is None else grad.float()
+        reference_opt.step()
+        with torch.no_grad():
+            for p in params:
+                p.copy_(p.bfloat16())
+    for state in fused_opt.state.values():
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    for a, b in zip(fused, params):
+        assert a.dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b.detach(), rtol=2**-8, atol=1e-5)
+    assert_same_state(fused_opt, reference_opt, rtol=1e-5, atol=1e-7)
+    # torch's load_state_dict casts state to the parameter dtype; ours keeps float32 exactly
+    params = [p.detach().clone().requires_grad_() for p in fused]
+    restored = cls([dict(params=params[:2], **groups[0]), dict(params=params[2:], **groups[1])])
+    restored.load_state_dict(fused_opt.state_dict())
+    for saved, loaded in zip(fused_opt.state.values(), restored.state.values()):
+        assert loaded["exp_avg"].dtype == torch.float32
+        assert torch.equal(saved["exp_avg"], loaded["exp_avg"])
+
+
+def test_bfloat16_state_is_float32_arithmetic_rounded_once_per_step():
+    """``state_dtype=torch.bfloat16``: 2-byte state; the fused step equals the float32
+    reference whose state is rounded to bf16 after each step. The state stays bf16 through
+    the reference path and a state_dict round trip."""
+    cls, groups, common = CASES["gsignsgd"]
+    bf16 = dict(common, state_dtype=torch.bfloat16)
+    fused, fused_opt = run(cls, groups, bf16, fused=True, dtype=torch.float32)
+    params = [p.requires_grad_() for p in initial_params(torch.float32)]
+    reference_opt = cls(
+        [
+            dict(params=params[:2], fused=False, **groups[0]),
+            dict(params=params[2:], fused=False, **groups[1]),
+        ],
+        **common,
+    )
+    for row in gradients(0, torch.float32):
+        for p, grad in zip(params, row):
+            p.grad = grad
+        reference_opt.step()
+        for state in reference_opt.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key].copy_(state[key].bfloat16())
+    for state in fused_opt.state.values():
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
+    for a, b in zip(fused, params):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
+    assert_same_state(fused_opt, reference_opt, rtol=2**-8, atol=1e-6, check_dtype=False)
+
+    unfused, unfused_opt = run(cls, groups, bf16, fused=False, dtype=torch.float32)
+    halves = (unfused[:2], unfused[2:])
+    restored = cls([dict(params=h, **g) for h, g in zip(halves, groups)], **bf16)
+    restored.load_state_dict(unfused_opt.state_dict())  # torch alone would cast to float32
+    for opt in (unfused_opt, restored):
+        for state in opt.state.values():
+            assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("case", ["gsignsgd", "sgd_clip_momentum", "lion"])
+def test_reference_paths_keep_low_precision_state_and_parameters(case, foreach):
+    """``state_dtype`` and bf16 parameters in the single-tensor and foreach paths: the dtypes
+    hold and the result is the float32 one within bf16 rounding."""
+    cls, groups, common = CASES[case]
+    steps = dict(steps=6, dtype=torch.float32)
+    full, _ = run(cls, groups, dict(common, foreach=foreach), fused=False, **steps)
+    half_state, opt = run(
+        cls, groups, dict(common, foreach=foreach, state_dtype=torch.bfloat16), False, **steps
+    )
+    assert all(
+        t.dtype == torch.bfloat16 for s in opt.state.values() for t in s.values() if t.dim() > 0
+    )
+    bf16_params, opt = run(
+        cls, groups, dict(common, foreach=foreach), False, steps=6, dtype=torch.bfloat16
+    )
+    assert all(
+        s["exp_avg" if "exp_avg" in s else "momentum_buffer"].dtype == torch.float32
+        for s in opt.state.values()
+    )
+    for a, b, c in zip(full, half_state, bf16_params):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(c.float(), a, rtol=2e-2, atol=2e-2)
+
+
+# -- state_dict interchange --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["gsignsgd", "signum", "lion", "sgd_clip_mixed_nesterov"])
+def test_state_dict_moves_between_fused_and_reference(case):
+    """Same state names and values: 6 steps with one path, 6 more with either path after a
+    save/load, all four combinations end at the same point."""
+    cls, groups, common = CASES[case]
+    finals = []
+    for fused_before in (False, True):
+        first, first_opt = run(cls, groups, common, fused=fused_before, steps=6)
+        buffer = io.BytesIO()
+        torch.save(first_opt.state_dict(), buffer)
+        for fused_after in (False, True):
+            params = [p.detach().clone().requires_grad_() for p in first]
+            halves = (params[:2], params[2:])
+            opt = cls(
+                [dict(params=h, fused=fused_after, **g) for h, g in zip(halves, groups)],
+                **common,
+            )
+            buffer.seek(0)
+            opt.load_state_dict(torch.load(buffer))
+            assert all(g["fused"] == fused_after for g in opt.param_groups)
+            for row in gradients(seed=7, dtype=torch.float64, steps=6):
+                for p, grad in zip(params, row):
+                    p.grad = grad
+                opt.step()
+            finals.append(params)
+    for other in finals[1:]:
+        for a, b in zip(other, finals[0]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# -- compilation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["gsignsgd_bias_correction_l2_maximize", "sgd_clip_momentum"])
+def test_changing_lr_never_recompiles_nor_breaks_the_graph(case):
+    """100 steps under a LambdaLR schedule: no new graph, no graph break (fullgraph=True)."""
+    cls, groups, common = CASES[case]
+    counters = torch._dynamo.utils.counters
+    params, opt = run(cls, groups, common, fused=True, steps=1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1 / (1 + t))
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for row in gradients(seed=3, dtype=torch.float64, steps=100):
+            for p, grad in zip(params, row):
+                p.grad = grad
+            opt.step()
+            schedule.step()
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert sum(counters["graph_break"].values()) == breaks
+    assert opt.param_groups[0]["lr"] == pytest.approx(groups[0]["lr"] / 101)
+
+
+def test_capturable_with_tensor_lr_follows_the_schedule():
+    """capturable: step counters on the parameter device and a 0-d tensor lr that the
+    scheduler updates in place; same trajectory as the reference with a float lr."""
+    cls, groups, common = CASES["gsignsgd_bias_correction_l2_maximize"]
+    trajectories = []
+    for capturable in (False, True):
+        tensor_groups = [
+            dict(g, lr=torch.tensor(g["lr"], dtype=torch.float64)) if capturable else g
+            for g in groups
+        ]
+        params, opt = run(
+            cls, tensor_groups, dict(common, capturable=capturable), fused=None, steps=0
+        )
+        assert all(g["fused"] == capturable for g in opt.param_groups)
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.9**t)
+        for row in gradients(seed=4, dtype=torch.float64, steps=8):
+            for p, grad in zip(params, row):
+                p.grad = grad
+            opt.step()
+            schedule.step()
+        trajectories.append(params)
+        if capturable:
+            assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+            assert all(s["step"].device == p.device for p, s in opt.state.items())
+    for a, b in zip(*trajectories):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+# -- dispatch and errors -----------------------------------------------------------------------
+
+
+def test_default_is_fused_only_for_large_cpu_groups(monkeypatch):
+    small = [torch.nn.Parameter(torch.zeros(8))]
+    assert not GeneralizedSignSGD(small).param_groups[0]["fused"]
+    monkeypatch.setattr(_base, "FUSED_MIN_NUMEL", 8)
+    chosen = {
+        "default": GeneralizedSignSGD(small),
+        "foreach": GeneralizedSignSGD(small, foreach=True),
+        "explicit": GeneralizedSignSGD(small, fused=False),
+        "sgdol": SGDOL(small),
+    }
+    expected = {"default": True, "foreach": False, "explicit": False, "sgdol": False}
+    assert {k: o.param_groups[0]["fused"] for k, o in chosen.items()} == expected
+    assert not chosen["default"].param_groups[0]["foreach"]
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: GeneralizedSignSGD(p, fused=True, foreach=True), "Invalid fused"),
+        (lambda p: Lion(p, capturable=True, fused=False), "Invalid capturable"),
+        (lambda p: Signum(p, state_dtype=torch.int8), "Invalid state_dtype"),
+        (lambda p: SGDClip(p, state_dtype="bfloat16"), "Invalid state_dtype"),
+        (lambda p: SGDOL([{"params": p, "fused": True}]), "SGDOL has no fused step"),
+        (lambda p: NormalizedSGD(p, lr=torch.ones(2)), "Invalid lr"),
+    ],
+)
+def test_invalid_fused_arguments_name_the_argument(make, message):
+    with pytest.raises(ValueError, match=message):
+        make([torch.nn.Parameter(torch.ones(2))])
+
+
+def test_fused_group_on_two_devices_is_rejected():
+    params = [torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2, device="meta"))]
+    opt = GeneralizedSignSGD(params, fused=True)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    with pytest.raises(ValueError, match="all parameters of a param group on one device"):
+        opt.step()

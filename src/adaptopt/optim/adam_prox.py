@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from adaptopt.optim._weight_decay import WeightDecayMode
 from adaptopt.optim.gsignsgd import GeneralizedSignSGD
 
@@ -38,6 +40,9 @@ class AdamProx(GeneralizedSignSGD):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
+        capturable: bool = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -49,4 +54,7 @@ class AdamProx(GeneralizedSignSGD):
             bias_correction=True,
             maximize=maximize,
             foreach=foreach,
+            fused=fused,
+            capturable=capturable,
+            state_dtype=state_dtype,
         )

@@ -5,9 +5,8 @@ hyperparameters (SPEC.md §4; weight decay 1e-4) train the SGDOL CNN on Fashion-
 same initial weights per seed, 3 seeds each, on a budget sized for two CPU cores: 4 × 40 steps
 of batch 100 (16,000 images, a quarter of an epoch), the test set evaluated after the last.
 Then the executable theory (Theorem 2's GD lower bound, scale-freeness, SGDOL's noise
-adaptivity) runs, and everything lands in one Markdown/HTML report. Measured with 4 × 50 steps
-on a busy 2-core machine: 18 runs of 47–82 s with two workers, 12m51s for ``make demo``
-including the installation; the 4 × 40 budget trims the training by a fifth.
+adaptivity) runs, and everything lands in one Markdown/HTML report. Measured on an idle 2-core
+machine: 18 runs of 32–41 s with two workers, 6m26s for ``make demo`` once ``.venv`` exists.
 """
 
 from __future__ import annotations

@@ -5,13 +5,16 @@ divided by the measured copy bandwidth. For each optimizer and implementation th
 median step time, the achieved bandwidth (minimal bytes / time), the fraction of the copy
 roofline and the ratio to ``torch.optim.Adam(fused=True)``. The implementations of one
 optimizer, Adam fused and a copy of the same size are timed interleaved, one step each per
-round, so that load from other processes affects them alike.
+round in a rotating order, so that load from other processes affects them alike.
 
 Implementations: ``loop`` (single-tensor reference), ``foreach`` (multi-tensor), ``fused``
-(``adaptopt.optim._fused``: one compiled pass per tensor), ``compiled`` (``torch.compile`` of
-the ``foreach`` step, as a user would write it). Compilation happens in the warm-up steps,
-reported separately. On CPU, copy moves more than the 8 bytes per element counted (the
-destination is read before it is written), so in-place steps can exceed a "roofline" of 1.
+(``adaptopt.optim._fused`` with the device's default backend: the native multi-tensor kernels
+on CPU, compiled kernels on CUDA), ``fused_compiled`` (the compiled per-tensor kernels, the
+CPU fallback), ``compiled`` (``torch.compile`` of the ``foreach`` step, as a user would write
+it). Compilation happens in the warm-up steps, reported separately; the native kernels are
+built once per machine, before the first step. On CPU, copy moves more than the 8 bytes per
+element counted (the destination is read before it is written), so in-place steps can exceed
+a "roofline" of 1.
 
     python benchmarks/optimizer_step.py                      # CPU, full size (124.4M params)
     python benchmarks/optimizer_step.py --scale 0.05 --repeats 5
@@ -28,7 +31,8 @@ from collections.abc import Callable
 
 import torch
 
-from adaptopt.optim import create_optimizer
+from adaptopt.optim import _fused, create_optimizer
+from adaptopt.optim._base import default_fused
 
 # Minimal bytes per float32 parameter of one step (reads + writes of x, g and the state;
 # the clipped/normalized steps add a read-only norm pass over g and the buffer).
@@ -52,6 +56,7 @@ IMPLEMENTATIONS = {
     "loop": dict(foreach=False, fused=False),
     "foreach": dict(foreach=True, fused=False),
     "fused": dict(fused=True),
+    "fused_compiled": dict(fused=True),
     "compiled": dict(foreach=True, fused=False),
 }
 
@@ -88,20 +93,30 @@ def make_step(name: str, impl: str, params: list[torch.nn.Parameter]) -> Callabl
         opt = torch.optim.Adam(params, **HPARAMS[name], **flags)
     else:
         opt = create_optimizer(name, params, **HPARAMS[name], **IMPLEMENTATIONS[impl])
+    if impl == "fused_compiled":
+
+        def step() -> None:
+            with _fused.cpu_backend("compiled"):
+                opt.step()
+
+        return step
     return torch.compile(opt.step) if impl == "compiled" else opt.step
 
 
 def interleaved(
     steps: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """(warm-up seconds, median step seconds) of each step, timed round-robin."""
+    """(warm-up seconds, median step seconds) of each step, timed round-robin. Round r starts
+    with the r-th step, so that no step always follows the same one (a step that allocates
+    and frees gigabytes slows down the next one)."""
     warmups = {
         name: sum(timed(step, device) for _ in range(warmup)) for name, step in steps.items()
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            times[name].append(timed(step, device))
+    names = list(steps)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(timed(steps[name], device))
     return warmups, {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -133,9 +148,11 @@ def main() -> None:
     src = torch.randn(numel, device=device, generator=gen)
     dst = torch.empty_like(src)
     adam_fused = make_step("adam", "fused", params)
+    default = "fused" if default_fused(params) else "foreach" if device.type == "cuda" else "loop"
     print(
         f"# {len(params)} tensors, {numel / 1e6:.1f}M float32 params, device {device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"default implementation (fused=None): {default}\n"
     )
     print(
         "| optimizer | implementation | step (ms) | GB/s | roofline | vs Adam fused | warm-up (s) |"
@@ -143,9 +160,10 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     bandwidths = []
     for name in args.optimizers:
+        impls = [i for i in args.impls if (name, i) != ("adam", "fused_compiled")]  # torch's
         steps = {
             impl: adam_fused if (name, impl) == ("adam", "fused") else make_step(name, impl, params)
-            for impl in args.impls
+            for impl in impls
         }
         if adam_fused not in steps.values():
             steps["adam fused"] = adam_fused
@@ -154,7 +172,7 @@ def main() -> None:
         bandwidth = 2 * 4 * numel / medians["copy"]
         bandwidths.append(bandwidth)
         reference = medians["fused" if "adam fused" not in medians else "adam fused"]
-        for impl in args.impls:
+        for impl in impls:
             moved, seconds = BYTES_PER_PARAM[name] * numel, medians[impl]
             print(
                 f"| {name} | {impl} | {seconds * 1e3:.1f} | {moved / seconds / 1e9:.1f} | "

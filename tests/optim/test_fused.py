@@ -2,8 +2,10 @@
 
 The reference is the single-tensor path (``fused=False``), itself checked against independent
 float64 formulas in ``test_reference.py``. Float64 runs must agree to rounding
-(``rtol=1e-12``); float32 to the documented tolerance. The compiled kernels are shared by all
-tests (one graph per kernel variant and dtype), so the file compiles a dozen small graphs once.
+(``rtol=1e-12``); float32 to the documented tolerance. Every equivalence test runs both CPU
+backends (``backend`` fixture): the native kernels and the compiled ones (which are also the
+CUDA path). The compiled kernels are shared by all tests (one graph per kernel variant and
+dtype), so the file compiles a dozen small graphs once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from adaptopt.optim import (
     _base,
     _fused,
 )
+from adaptopt.optim._fused import native
 
 SHAPES = [(5, 3), (4,), (2, 2, 2), (7,)]
 STEPS = 12
@@ -36,6 +39,19 @@ DEVICES = [
         "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
     ),
 ]
+
+
+NATIVE = pytest.param(
+    "native",
+    marks=pytest.mark.skipif(not native.available(), reason="no C++ compiler for native kernels"),
+)
+
+
+@pytest.fixture(params=[NATIVE, "compiled"])
+def backend(request, monkeypatch):
+    """The CPU backend of the fused steps, for the test's duration."""
+    monkeypatch.setattr(_fused, "CPU_BACKEND", request.param)
+    return request.param
 
 
 def gradients(seed: int, dtype: torch.dtype, steps: int = STEPS, shapes=SHAPES, device="cpu"):
@@ -151,7 +167,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_fused_matches_reference_float64(case):
+def test_fused_matches_reference_float64(case, backend):
     cls, groups, common = CASES[case]
     fused, fused_opt = run(cls, groups, common, fused=True)
     reference, reference_opt = run(cls, groups, common, fused=False)
@@ -166,7 +182,7 @@ def test_fused_matches_reference_float64(case):
 @pytest.mark.parametrize(
     "case", ["gsignsgd", "signum", "lion", "sgd_clip_mixed_nesterov", "normalized"]
 )
-def test_fused_matches_reference_float32(case, device):
+def test_fused_matches_reference_float32(case, device, backend):
     """The documented float32 tolerance: rtol=1e-5, atol=1e-6 after 30 steps."""
     cls, groups, common = CASES[case]
     kwargs = dict(dtype=torch.float32, device=device, steps=30)
@@ -177,12 +193,17 @@ def test_fused_matches_reference_float32(case, device):
     assert_same_state(fused_opt, reference_opt, rtol=1e-5, atol=1e-6)
 
 
+DISPATCH = [(NATIVE, None), ("compiled", 0), ("compiled", _fused.BATCH_NUMEL)]
+
+
 @pytest.mark.parametrize("case", ["gsignsgd", "lion", "sgd_clip_mixed_nesterov"])
-@pytest.mark.parametrize("batch_numel", [0, _fused.BATCH_NUMEL])
-def test_one_call_per_tensor_and_batched_small_tensors(case, batch_numel, monkeypatch):
-    """Both dispatch modes, with a transposed (non-contiguous: always one call with its own
-    shape) and a 0-d parameter (size 1: its own graph when alone in a call)."""
-    monkeypatch.setattr(_fused, "BATCH_NUMEL", batch_numel)
+@pytest.mark.parametrize("cpu_backend,batch_numel", DISPATCH)
+def test_non_contiguous_and_0d_parameters(case, cpu_backend, batch_numel, monkeypatch):
+    """A transposed (non-contiguous) and a 0-d parameter: through contiguous copies (native),
+    and in both compiled dispatch modes (one call per tensor, small tensors batched)."""
+    monkeypatch.setattr(_fused, "CPU_BACKEND", cpu_backend)
+    if batch_numel is not None:
+        monkeypatch.setattr(_fused, "BATCH_NUMEL", batch_numel)
     g = torch.Generator().manual_seed(1)
     base = [torch.randn(3, 5, generator=g, dtype=torch.float64).t(), torch.tensor(0.5).double()]
     params = [*base, *[torch.randn(4, generator=g, dtype=torch.float64) for _ in range(2)]]
@@ -195,7 +216,57 @@ def test_one_call_per_tensor_and_batched_small_tensors(case, batch_numel, monkey
     assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
 
 
-def test_zero_gradients_with_eps_zero_leave_parameters_unchanged():
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ["gsignsgd", "gsignsgd_beta2_zero", "lion", "sgd_clip_momentum"])
+def test_chunk_boundaries_and_threads(case, threads, backend):
+    """Tensors longer than a chunk, odd tails, more elements than the serial threshold."""
+    shapes = [(70001,), (333, 301), (5,), (1,)]
+    g = torch.Generator().manual_seed(2)
+    params = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    cls, groups, common = CASES[case]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fused, fused_opt = run(cls, groups, common, fused=True, params=params, steps=3)
+    finally:
+        torch.set_num_threads(previous)
+    reference, reference_opt = run(cls, groups, common, fused=False, params=params, steps=3)
+    for a, b in zip(fused, reference):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(not native.available(), reason="no C++ compiler for native kernels")
+def test_native_norms_do_not_depend_on_the_thread_count():
+    """Partial sums are added in chunk order: the same bits with 1 and 2 threads."""
+    g = torch.Generator().manual_seed(4)
+    grads = [torch.randn(300_007, generator=g), torch.randn(77, generator=g)]
+    options = dict(momentum=0.0, nesterov=False, weight_decay=0.0, weight_decay_mode="l2")
+    previous, norms = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            norms.append(_fused.momentum_norms(grads, grads, None, maximize=False, **options))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(torch.stack(norms[0]), torch.stack(norms[1]))
+
+
+def test_float32_global_norms_are_accurate(backend):
+    """Pass 1 sums in float32 (partial sums, then float64): 4M-element norms to 1e-6."""
+    g = torch.Generator().manual_seed(3)
+    params = [torch.randn(1 << 22, generator=g) * 10, torch.randn(1000, generator=g)]
+    grads = [torch.rand(p.shape, generator=g) + 1 for p in params]
+    bufs = [torch.randn(p.shape, generator=g) for p in params]
+    options = dict(nesterov=False, weight_decay=1e-2, weight_decay_mode="l2", maximize=False)
+    norm_d, norm_b = _fused.momentum_norms(params, grads, bufs, momentum=0.9, **options)
+    d = [gr.double() + 1e-2 * p.double() for gr, p in zip(grads, params)]
+    b = [0.9 * bu.double() + di for bu, di in zip(bufs, d)]
+    assert norm_d.item() == pytest.approx(torch.cat(d).norm().item(), rel=1e-6)
+    assert norm_b.item() == pytest.approx(torch.cat(b).norm().item(), rel=1e-6)
+
+
+def test_zero_gradients_with_eps_zero_leave_parameters_unchanged(backend):
     x = torch.nn.Parameter(torch.ones(6, dtype=torch.float64))
     opt = GeneralizedSignSGD([x], eps=0.0, bias_correction=True, fused=True)
     for _ in range(3):
@@ -204,10 +275,12 @@ def test_zero_gradients_with_eps_zero_leave_parameters_unchanged():
     assert torch.equal(x.detach(), torch.ones(6, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("batch_numel", [0, _fused.BATCH_NUMEL])
-def test_fused_step_bumps_the_version_counter(batch_numel, monkeypatch):
-    """In-place updates stay visible to autograd's saved-tensor checks, in both dispatch modes."""
-    monkeypatch.setattr(_fused, "BATCH_NUMEL", batch_numel)
+@pytest.mark.parametrize("cpu_backend,batch_numel", DISPATCH)
+def test_fused_step_bumps_the_version_counter(cpu_backend, batch_numel, monkeypatch):
+    """In-place updates stay visible to autograd's saved-tensor checks, in all dispatch modes."""
+    monkeypatch.setattr(_fused, "CPU_BACKEND", cpu_backend)
+    if batch_numel is not None:
+        monkeypatch.setattr(_fused, "BATCH_NUMEL", batch_numel)
     x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
     opt = Lion([x], fused=True)
     x.grad = torch.ones_like(x)
@@ -219,12 +292,13 @@ def test_fused_step_bumps_the_version_counter(batch_numel, monkeypatch):
 # -- precision -------------------------------------------------------------------------------
 
 
-def test_bfloat16_parameters_keep_float32_state():
-    """bf16 parameters, float32 state and arithmetic, one rounding per step: the float32
-    reference with its parameters rounded to bf16 after each step, within one bf16 ulp."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_parameters_keep_float32_state(dtype, backend):
+    """bf16/fp16 parameters, float32 state and arithmetic, one rounding per step: the float32
+    reference with its parameters rounded to the dtype after each step, within one ulp."""
     cls, groups, common = CASES["gsignsgd"]
-    fused, fused_opt = run(cls, groups, common, fused=True, dtype=torch.bfloat16)
-    params = [p.float().requires_grad_() for p in initial_params(torch.bfloat16)]
+    fused, fused_opt = run(cls, groups, common, fused=True, dtype=dtype)
+    params = [p.float().requires_grad_() for p in initial_params(dtype)]
     reference_opt = cls(
         [
             dict(params=params[:2], fused=False, **groups[0]),
@@ -232,18 +306,18 @@ def test_bfloat16_parameters_keep_float32_state():
         ],
         **common,
     )
-    for row in gradients(0, torch.bfloat16):
+    for row in gradients(0, dtype):
         for p, grad in zip(params, row):
             p.grad = None if grad is None else grad.float()
         reference_opt.step()
         with torch.no_grad():
             for p in params:
-                p.copy_(p.bfloat16())
+                p.copy_(p.to(dtype))
     for state in fused_opt.state.values():
         assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
     for a, b in zip(fused, params):
-        assert a.dtype == torch.bfloat16
-        torch.testing.assert_close(a.float(), b.detach(), rtol=2**-8, atol=1e-5)
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b.detach(), rtol=torch.finfo(dtype).eps, atol=1e-5)
     assert_same_state(fused_opt, reference_opt, rtol=1e-5, atol=1e-7)
     # torch's load_state_dict casts state to the parameter dtype; ours keeps float32 exactly
     params = [p.detach().clone().requires_grad_() for p in fused]
@@ -254,7 +328,7 @@ def test_bfloat16_parameters_keep_float32_state():
         assert torch.equal(saved["exp_avg"], loaded["exp_avg"])
 
 
-def test_bfloat16_state_is_float32_arithmetic_rounded_once_per_step():
+def test_bfloat16_state_is_float32_arithmetic_rounded_once_per_step(backend):
     """``state_dtype=torch.bfloat16``: 2-byte state; the fused step equals the float32
     reference whose state is rounded to bf16 after each step. The state stays bf16 through
     the reference path and a state_dict round trip."""
@@ -321,7 +395,7 @@ def test_reference_paths_keep_low_precision_state_and_parameters(case, foreach):
 
 
 @pytest.mark.parametrize("case", ["gsignsgd", "signum", "lion", "sgd_clip_mixed_nesterov"])
-def test_state_dict_moves_between_fused_and_reference(case):
+def test_state_dict_moves_between_fused_and_reference(case, backend):
     """Same state names and values: 6 steps with one path, 6 more with either path after a
     save/load, all four combinations end at the same point."""
     cls, groups, common = CASES[case]
@@ -354,8 +428,10 @@ def test_state_dict_moves_between_fused_and_reference(case):
 
 
 @pytest.mark.parametrize("case", ["gsignsgd_bias_correction_l2_maximize", "sgd_clip_momentum"])
-def test_changing_lr_never_recompiles_nor_breaks_the_graph(case):
-    """100 steps under a LambdaLR schedule: no new graph, no graph break (fullgraph=True)."""
+def test_changing_lr_never_recompiles_nor_breaks_the_graph(case, monkeypatch):
+    """Compiled kernels, 100 steps under a LambdaLR schedule: no new graph, no graph break
+    (fullgraph=True)."""
+    monkeypatch.setattr(_fused, "CPU_BACKEND", "compiled")
     cls, groups, common = CASES[case]
     counters = torch._dynamo.utils.counters
     params, opt = run(cls, groups, common, fused=True, steps=1)
@@ -372,7 +448,7 @@ def test_changing_lr_never_recompiles_nor_breaks_the_graph(case):
     assert opt.param_groups[0]["lr"] == pytest.approx(groups[0]["lr"] / 101)
 
 
-def test_capturable_with_tensor_lr_follows_the_schedule():
+def test_capturable_with_tensor_lr_follows_the_schedule(backend):
     """capturable: step counters on the parameter device and a 0-d tensor lr that the
     scheduler updates in place; same trajectory as the reference with a float lr."""
     cls, groups, common = CASES["gsignsgd_bias_correction_l2_maximize"]
@@ -382,8 +458,9 @@ def test_capturable_with_tensor_lr_follows_the_schedule():
             dict(g, lr=torch.tensor(g["lr"], dtype=torch.float64)) if capturable else g
             for g in groups
         ]
+        fused = None if capturable else False  # capturable implies fused
         params, opt = run(
-            cls, tensor_groups, dict(common, capturable=capturable), fused=None, steps=0
+            cls, tensor_groups, dict(common, capturable=capturable), fused=fused, steps=0
         )
         assert all(g["fused"] == capturable for g in opt.param_groups)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.9**t)
@@ -403,19 +480,63 @@ def test_capturable_with_tensor_lr_follows_the_schedule():
 # -- dispatch and errors -----------------------------------------------------------------------
 
 
-def test_default_is_fused_only_for_large_cpu_groups(monkeypatch):
+def test_default_is_fused_on_cpu_with_native_kernels(monkeypatch):
     small = [torch.nn.Parameter(torch.zeros(8))]
-    assert not GeneralizedSignSGD(small).param_groups[0]["fused"]
-    monkeypatch.setattr(_base, "FUSED_MIN_NUMEL", 8)
+    monkeypatch.setattr(native, "available", lambda: True)
     chosen = {
         "default": GeneralizedSignSGD(small),
         "foreach": GeneralizedSignSGD(small, foreach=True),
         "explicit": GeneralizedSignSGD(small, fused=False),
         "sgdol": SGDOL(small),
+        "meta": GeneralizedSignSGD([torch.nn.Parameter(torch.zeros(8, device="meta"))]),
     }
-    expected = {"default": True, "foreach": False, "explicit": False, "sgdol": False}
+    expected = {"default": True, "foreach": False, "explicit": False, "sgdol": False, "meta": False}
     assert {k: o.param_groups[0]["fused"] for k, o in chosen.items()} == expected
     assert not chosen["default"].param_groups[0]["foreach"]
+
+
+def test_default_without_native_kernels_is_fused_only_for_large_groups(monkeypatch):
+    monkeypatch.setattr(_fused, "CPU_BACKEND", "compiled")
+    small = [torch.nn.Parameter(torch.zeros(8))]
+    assert not GeneralizedSignSGD(small).param_groups[0]["fused"]
+    monkeypatch.setattr(_base, "FUSED_MIN_NUMEL", 8)
+    assert GeneralizedSignSGD(small).param_groups[0]["fused"] == _fused.cpp_compiler_available()
+
+
+def test_native_library_is_cached_and_a_failed_build_falls_back(monkeypatch, tmp_path):
+    """The built library is loaded from the cache without compiling; when it cannot be built,
+    a warning names the command and the fused step runs on the compiled kernels."""
+    if not native.available():
+        pytest.skip("no C++ compiler for native kernels")
+    monkeypatch.setattr(native, "_build", lambda *args: pytest.fail("rebuilt a cached library"))
+    native.library.cache_clear()
+    assert native.library() is not None
+    monkeypatch.undo()
+
+    monkeypatch.setenv("ADAPTOPT_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
+    native.library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built(.|\\n)*no-such-c\\+\\+"):
+            assert native.library() is None
+        monkeypatch.undo()  # the compiled kernels need inductor's compiler
+        assert not _fused.native_available()
+        test_fused_matches_reference_float64("lion", "native")
+    finally:
+        native.library.cache_clear()
+    assert native.available()
+
+
+def test_cpu_backend_context_restores_the_backend():
+    before = _fused.CPU_BACKEND
+    with _fused.cpu_backend("compiled"):
+        assert not _fused.native_available()
+    assert before == _fused.CPU_BACKEND
+    with (
+        pytest.raises(ValueError, match="unknown fused CPU backend 'triton'"),
+        _fused.cpu_backend("triton"),
+    ):
+        pass
 
 
 @pytest.mark.parametrize(

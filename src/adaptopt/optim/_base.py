@@ -12,7 +12,7 @@ Every optimizer here is a :class:`BaseOptimizer`. One ``step`` does, for all par
 Each optimizer implements steps 2–3 twice: a readable single-tensor reference and a
 multi-tensor (``foreach``) path that must compute the same function. Optimizers with
 ``supports_fused`` have a third path, ``fused=True`` (``adaptopt.optim._fused``): steps 1–4 in
-one compiled pass per tensor (plus one read-only pass for global norms), dispatched from
+one pass over memory per tensor (plus one read-only pass for global norms), dispatched from
 :meth:`BaseOptimizer._fused_step`.
 
 State tensors have the dtype ``state_dtype`` (default: the parameter dtype, float32 for
@@ -74,25 +74,25 @@ def default_foreach(params: Iterable[Tensor]) -> bool:
     return bool(params) and all(p.is_cuda for p in params)
 
 
-# Below this many elements the fused step's one-time compilation (seconds) outweighs what it
-# saves per step on CPU (benchmarks/RESULTS.md).
+# Without the native CPU kernels, below this many elements the compiled fused step's one-time
+# compilation (seconds) outweighs what it saves per step (benchmarks/RESULTS.md).
 FUSED_MIN_NUMEL = 1 << 22
 
 
 def default_fused(params: Iterable[Tensor]) -> bool:
     """``fused=None``: the fused step where it is measured faster than the default path.
 
-    That is on CPU, for param groups of at least ``FUSED_MIN_NUMEL`` elements, when inductor
-    finds a C++ compiler. On CUDA the fused step has not been measured: ``foreach`` stays the
-    default there.
+    That is every CPU param group when the native kernels are available (faster than the
+    loop and ``foreach`` paths from a few hundred parameters up), else CPU groups of at least
+    ``FUSED_MIN_NUMEL`` elements when inductor finds a C++ compiler. On CUDA the fused step
+    has not been measured: ``foreach`` stays the default there.
     """
     params = list(params)
-    return (
-        bool(params)
-        and all(p.device.type == "cpu" for p in params)
-        and sum(p.numel() for p in params) >= FUSED_MIN_NUMEL
-        and _fused.cpp_compiler_available()
-    )
+    if not params or any(p.device.type != "cpu" for p in params):
+        return False
+    if _fused.native_available():
+        return True
+    return sum(p.numel() for p in params) >= FUSED_MIN_NUMEL and _fused.cpp_compiler_available()
 
 
 # Group entries that choose how a step is computed, not what it computes: they stay the

@@ -50,8 +50,8 @@ class GeneralizedSignSGD(BaseOptimizer):
         bias_correction: divide by :math:`1-\beta^t` (authors: off for CIFAR-10, on for PTB).
         maximize: maximize the objective instead.
         foreach: use the multi-tensor path (default: when all parameters are on CUDA).
-        fused: one compiled pass per tensor (``adaptopt.optim._fused``); default: on CPU for
-            groups of at least ``FUSED_MIN_NUMEL`` elements (``_base.default_fused``).
+        fused: one pass over memory per tensor (``adaptopt.optim._fused``: native multi-tensor
+            kernels on CPU, compiled ones on CUDA); default: on CPU (``_base.default_fused``).
         capturable: the step may be captured in a CUDA graph (implies ``fused``; ``lr`` may
             be a 0-d tensor on the device).
         state_dtype: dtype of ``exp_avg``/``exp_avg_sq`` (default: the parameter dtype,

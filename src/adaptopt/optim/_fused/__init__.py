@@ -2,11 +2,22 @@ r"""Fused optimizer steps: one pass over memory per parameter per step.
 
 A step of Generalized SignSGD reads :math:`x, g, m, v` and writes :math:`x, m, v`: 28 bytes per
 float32 parameter, like Adam, and nothing else. The single-tensor and ``foreach`` paths of
-the optimizer classes make one pass per elementary operation; here each tensor is updated by
-one kernel of :mod:`~adaptopt.optim._fused.kernels`, compiled by ``torch.compile`` (inductor:
-vectorized C++ on CPU, Triton on CUDA) with ``fullgraph=True`` and dynamic sizes, so one
-compiled kernel serves every tensor shape of every model. Global-norm optimizers (clipping,
-normalization) make two passes: a read-only pass for the norms, then the update pass.
+the optimizer classes make one pass per elementary operation; here every tensor is updated in
+one pass, by one of two backends computing the same functions:
+
+* **native** (CPU, the default there): the multi-tensor C++ kernels of ``native.cpp``, built
+  once per machine by :mod:`~adaptopt.optim._fused.native`. One call per param group updates
+  all its tensors (no per-tensor dispatch), with software prefetching.
+* **compiled** (CUDA, and CPU when the native kernels cannot be built): the per-tensor
+  functions of :mod:`~adaptopt.optim._fused.kernels`, compiled by ``torch.compile`` (Triton
+  on CUDA, inductor C++ on CPU) with ``fullgraph=True`` and dynamic sizes, so one compiled
+  kernel serves every tensor shape of every model. A call costs tens of microseconds of
+  dispatch: tensors of at most ``BATCH_NUMEL`` elements (biases, norms) are concatenated
+  into one call and copied back, which costs less than their calls would.
+
+Global-norm optimizers (clipping, normalization) make two passes: a read-only pass for the
+norms, then the update pass. ``CPU_BACKEND`` chooses the CPU backend (the test suite runs
+both).
 
 Design:
 
@@ -17,30 +28,33 @@ Design:
   ``lr`` may then be a 0-d tensor on the device, updated in place by the LR schedulers).
 * **Mixed precision.** The arithmetic runs in float32 for bf16/fp16/fp32 parameters (float64
   for float64 ones); the state has its own dtype (``state_dtype``), rounded once on store.
-* **Granularity.** One compiled call per large tensor. A call costs tens of microseconds of
-  dispatch, negligible against the memory traffic of a large tensor; tensors of at most
-  ``BATCH_NUMEL`` elements (biases, norms) are concatenated into one call and copied back,
-  which costs less than their calls would. The compile count does not depend on the model.
-* **Threads.** Kernels are compiled with ``cpp.dynamic_threads``: the OpenMP runtime picks
-  the thread count, whatever the size of the tensor that triggered the compilation.
+* **Threads.** The native kernels use ``torch.get_num_threads()`` threads; the compiled ones
+  are built with ``cpp.dynamic_threads`` (the OpenMP runtime picks the thread count,
+  whatever the size of the tensor that triggered the compilation).
 
 The functions below are the functional interface used by the optimizer classes; their
 results equal the single-tensor reference within floating-point rounding (the coefficients
 are folded, e.g. :math:`\eta/(1-\beta_1^t)` is one factor): ``tests/optim/test_fused.py``
-checks float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5, atol=1e-6`` after 30 steps.
+checks, for both backends, float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5, atol=1e-6``
+after 30 steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from adaptopt.optim._fused import kernels
+from adaptopt.optim._fused import kernels, native
+
+# "native" or "compiled": the backend of fused steps on CPU (native falls back to compiled
+# when it cannot be built).
+CPU_BACKEND = "native"
 
 # Tensors of at most this many elements are updated together (gathered, then scattered):
 # a compiled call costs tens of microseconds of dispatch, copying them costs less.
@@ -73,6 +87,24 @@ def cpp_compiler_available() -> bool:
     return True
 
 
+def native_available() -> bool:
+    """Whether fused CPU steps use the native kernels (``CPU_BACKEND`` and a built library)."""
+    return CPU_BACKEND == "native" and native.available()
+
+
+@contextlib.contextmanager
+def cpu_backend(name: str) -> Iterator[None]:
+    """Run fused CPU steps with backend ``name`` ("native" or "compiled") in this block."""
+    global CPU_BACKEND
+    if name not in ("native", "compiled"):
+        raise ValueError(f"unknown fused CPU backend {name!r} (native or compiled)")
+    previous, CPU_BACKEND = CPU_BACKEND, name
+    try:
+        yield
+    finally:
+        CPU_BACKEND = previous
+
+
 def compute_dtype(p: Tensor) -> torch.dtype:
     """float32 for bf16/fp16/fp32 parameters, float64 for float64 ones."""
     return torch.promote_types(p.dtype, torch.float32)
@@ -82,6 +114,8 @@ def coefficient_table(values: Sequence[Scalar], device: torch.device) -> Tensor:
     """float64 coefficients on ``device``: shape ``(len(values),)``, or ``(n, len(values))``
     when some value is a per-tensor ``(n,)`` tensor. Floats become ``torch.full`` fills, so
     no host-to-device copy happens (CUDA-graph capturable)."""
+    if device.type == "cpu" and not any(isinstance(v, Tensor) for v in values):
+        return torch.tensor(values, dtype=torch.float64)  # one op instead of one per value
     columns = [
         v.to(device=device, dtype=torch.float64)
         if isinstance(v, Tensor)
@@ -132,11 +166,16 @@ def launch(
     """Call kernel ``name`` on ``(p, *others)`` with each tensor's coefficients.
 
     ``table`` is ``(K,)`` (shared) or ``(n, K)`` (row ``i`` for tensor ``i``), cast to each
-    tensor's compute dtype; ``static`` are Python arguments the graph specializes on. Large
-    tensors get one call each; contiguous tensors of at most ``BATCH_NUMEL`` elements are
-    concatenated per dtype into one call (a per-tensor table becomes per-element rows
-    ``(numel, K)``), and the arguments at positions ``writes`` are copied back.
+    tensor's compute dtype; ``static`` are Python arguments the graph specializes on; the
+    arguments at positions ``writes`` are updated in place. On CPU this is one native call
+    (``native.launch``). Otherwise large tensors get one compiled call each; contiguous
+    tensors of at most ``BATCH_NUMEL`` elements are concatenated per dtype into one call (a
+    per-tensor table becomes per-element rows ``(numel, K)``) and copied back.
     """
+    if params[0].device.type == "cpu" and native_available():
+        return native.launch(
+            name, params, others, table, *static, read_params=read_params, writes=writes
+        )
     kernel = compiled(name)
     rows = list(zip([p if read_params else None for p in params], *others))
     tables: dict[torch.dtype, Tensor] = {}

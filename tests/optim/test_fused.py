@@ -10,6 +10,7 @@ dtype), so the file compiles a dozen small graphs once.
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import pytest
@@ -52,6 +53,17 @@ def backend(request, monkeypatch):
     """The CPU backend of the fused steps, for the test's duration."""
     monkeypatch.setattr(_fused, "CPU_BACKEND", request.param)
     return request.param
+
+
+@contextlib.contextmanager
+def num_threads(threads: int):
+    """torch's intra-op thread count inside the block."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def gradients(seed: int, dtype: torch.dtype, steps: int = STEPS, shapes=SHAPES, device="cpu"):
@@ -224,12 +236,8 @@ def test_chunk_boundaries_and_threads(case, threads, backend):
     g = torch.Generator().manual_seed(2)
     params = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
     cls, groups, common = CASES[case]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         fused, fused_opt = run(cls, groups, common, fused=True, params=params, steps=3)
-    finally:
-        torch.set_num_threads(previous)
     reference, reference_opt = run(cls, groups, common, fused=False, params=params, steps=3)
     for a, b in zip(fused, reference):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
@@ -242,13 +250,10 @@ def test_native_norms_do_not_depend_on_the_thread_count():
     g = torch.Generator().manual_seed(4)
     grads = [torch.randn(300_007, generator=g), torch.randn(77, generator=g)]
     options = dict(momentum=0.0, nesterov=False, weight_decay=0.0, weight_decay_mode="l2")
-    previous, norms = torch.get_num_threads(), []
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    norms = []
+    for threads in (1, 2):
+        with num_threads(threads):
             norms.append(_fused.momentum_norms(grads, grads, None, maximize=False, **options))
-    finally:
-        torch.set_num_threads(previous)
     assert torch.equal(torch.stack(norms[0]), torch.stack(norms[1]))
 
 

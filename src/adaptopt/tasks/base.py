@@ -41,9 +41,23 @@ class Task(abc.ABC):
             ``"valid"`` split and is removed from training (grid search, SPEC.md §4).
         batch_dim: the dimension of a batch's tensors that indexes examples (data-parallel
             training splits batches along it); 1 for time-major ``[T, B]`` language batches.
+        loss_reduction: ``"mean"`` if the objective of :meth:`loss` averages over the batch's
+            examples/tokens, ``"sum"`` if it adds them up (the authors' Multi30k scale);
+            data-parallel training weights the shards' losses accordingly.
+        train_loss_from_evaluation: how the epoch's ``train_loss`` (Table 1) is measured: if
+            true, ``evaluate(model, "train")`` in eval mode at the end of the epoch (the
+            authors' image tasks); else the running mean of the batches' reported losses
+            (:meth:`loss_terms`) during the epoch. The running mean is always recorded too,
+            as ``train_loss_running``.
+        clip_grad_norm: default global gradient-norm clipping threshold applied by the trainer
+            before the optimizer (``None``: no clipping); ``TrainConfig`` may override it.
+        iterate_averaging: default ``nonmono`` of the trainer's end-of-epoch iterate averaging
+            (the authors' PTB rule; ``None``: off); ``TrainConfig`` may override it.
     """
 
     batch_dim: ClassVar[int] = 0
+    loss_reduction: ClassVar[str] = "mean"
+    train_loss_from_evaluation: ClassVar[bool] = False
 
     name: str
     metric: str
@@ -51,6 +65,8 @@ class Task(abc.ABC):
     budget: Budget
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     validation: bool = False
+    clip_grad_norm: float | None = None
+    iterate_averaging: int | None = None
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
@@ -65,6 +81,13 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Scalar training objective on ``batch`` (including regularisers such as AR/TAR)."""
+
+    def loss_terms(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(objective, reported)``: the scalar to back-propagate (:meth:`loss`) and the
+        batch's training loss as the paper reports it, detached (e.g. per-token cross-entropy
+        without AR/TAR or label smoothing terms; default: the objective itself)."""
+        objective = self.loss(model, batch)
+        return objective, objective.detach()
 
     @abc.abstractmethod
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
@@ -85,6 +108,7 @@ class Task(abc.ABC):
         return None
 
     def batch_lr_scale(self, batch: Batch) -> float:
-        """Learning-rate factor for one training batch, on top of ``lr_lambda`` (AWD-LSTM
-        scales by segment length / BPTT for its random-length segments); 1 by default."""
+        """Factor for one training batch's learning rate, on top of ``lr_lambda``, and for the
+        clipping threshold γ of the clipped SGDs (the authors' AWD-LSTM scales both by segment
+        length / BPTT for its random-length segments); 1 by default."""
         return 1.0

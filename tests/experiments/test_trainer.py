@@ -11,7 +11,7 @@ from runs_helpers import checkpoint_params, params, synthetic
 
 from adaptopt.experiments.callbacks import Callback
 from adaptopt.experiments.rundir import load_run, read_metrics
-from adaptopt.experiments.trainer import _lr_scaled, shard, train
+from adaptopt.experiments.trainer import shard, train
 
 
 def test_same_initial_weights_for_every_optimizer_given_the_seed():
@@ -75,7 +75,7 @@ def test_resume_after_the_last_checkpoint_keeps_the_final_metrics(tmp_path):
         train(synthetic(epochs=1), tmp_path / "run", callbacks=[CrashAtEnd()])
     result = train(synthetic(epochs=1), tmp_path / "run", resume=True)
     assert result.status == "finished" and result.step == 16
-    assert set(result.final) == {"train_loss", "test_loss", "test_accuracy"}
+    assert set(result.final) == {"train_loss", "train_loss_running", "test_loss", "test_accuracy"}
     row = load_run(tmp_path / "run").epochs[-1]
     assert result.final == {k: row[k] for k in result.final} == load_run(tmp_path / "run").final
 
@@ -118,7 +118,7 @@ def test_run_directory_contents(tmp_path):
     assert [r["epoch"] for r in epochs] == [1, 2, 3]
     assert ["valid_accuracy" in r for r in epochs] == [False, True, True]  # every 2nd, and last
     assert run.final == {k: v for k, v in epochs[-1].items() if k in run.final}
-    assert set(run.final) == {"train_loss", "valid_loss", "valid_accuracy"}
+    assert set(run.final) == {"train_loss", "train_loss_running", "valid_loss", "valid_accuracy"}
 
 
 def test_epoch_train_loss_is_the_mean_of_its_step_losses(tmp_path):
@@ -152,15 +152,6 @@ def test_callbacks_see_every_logged_row():
 
     train(synthetic(epochs=1, log_every=8), callbacks=[Collect()])
     assert [(r["step"], r.get("kind")) for r in rows] == [(8, None), (16, None), (16, "epoch")]
-
-
-def test_lr_scaled_restores_lr_exactly_unless_the_optimizer_set_its_own():
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([{"params": [p], "lr": 0.3}, {"params": [], "lr": 0.7}])
-    with _lr_scaled(opt, 0.37):
-        assert [g["lr"] for g in opt.param_groups] == [0.3 * 0.37, 0.7 * 0.37]
-        opt.param_groups[1]["lr"] = 5.0  # e.g. SGDOL's learned step size
-    assert [g["lr"] for g in opt.param_groups] == [0.3, 5.0]
 
 
 def test_shard_weights_make_the_rank_mean_equal_the_full_batch_loss():

@@ -52,6 +52,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra keyword argument of the task constructor (repeatable)",
     )
+    parser.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        metavar="C",
+        help="clip the global gradient norm at C before the optimizer (default: the task's; "
+        "0: off); logs the pre-clip norm and whether it fired",
+    )
+    parser.add_argument(
+        "--iterate-averaging",
+        type=int,
+        metavar="NONMONO",
+        help="average end-of-epoch weights once the validation loss is worse than the best of "
+        "all but the last NONMONO epochs (default: the task's; 0: off)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1 ...")
     parser.add_argument("--data-dir", help="where to look for datasets first")
     parser.add_argument("--log-every", type=int, default=1, help="log the loss every N steps")
@@ -69,6 +83,8 @@ def run_config(args: argparse.Namespace, **fields: Any) -> TrainConfig:
         device=args.device,
         data_dir=args.data_dir,
         log_every=args.log_every,
+        clip_grad_norm=args.clip_grad_norm,
+        iterate_averaging=args.iterate_averaging,
         **fields,
     )
 
@@ -111,6 +127,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="EVERY",
         help="record (L0,L1)-smoothness every EVERY steps (default 200) into smoothness.jsonl",
     )
+    parser.add_argument(
+        "--probe-preset",
+        choices=("default", "paper"),
+        default="default",
+        help="smoothness probe preset: cheap default or the paper's (see adaptopt.smoothness)",
+    )
     parser.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard")
     parser.add_argument(
         "--progress",
@@ -131,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         eval_splits=args.eval_splits,
         checkpoint_every=args.checkpoint_every,
         probe=args.probe,
+        probe_preset=args.probe_preset,
     )
     run_dir = args.run_dir
     if run_dir is None:

@@ -2,9 +2,20 @@
 
 The loop in :func:`train` is the whole story: every step goes through
 ``optimizer.step(closure)``, where the closure zeroes the gradients, takes the *next* training
-batch, computes ``task.loss`` and calls ``backward`` (SGDOL calls it twice and so consumes two
-batches; if the epoch runs dry inside a step, the step's first batch is used again). After each
+batch, computes ``task.loss_terms``, calls ``backward`` on the objective and, with
+``clip_grad_norm``, clips the global gradient norm (SGDOL calls it twice and so consumes two
+batches; if the epoch runs dry inside a step, the step's first batch is used again). Each
+step's lr (and clipping threshold γ) is scaled by ``task.batch_lr_scale(batch)``. After each
 epoch the model is evaluated on ``config.eval_splits`` and a checkpoint is written.
+
+Epoch metrics: ``train_loss_running`` is the mean of the batches' reported losses;
+``train_loss`` is the paper's training loss: the task's evaluation of the training set in
+eval mode (``Task.train_loss_from_evaluation``, the authors' image tasks) or else the running
+mean. With ``iterate_averaging = N`` (the authors' PTB rule, after Merity et al.'s NT-ASGD),
+once the validation loss of the current weights is worse than the best of all but the last N
+epoch evaluations, the end-of-epoch weights of every later epoch are averaged (a running
+mean) and all evaluations from then on use the average; training continues from the
+current weights.
 
 Reproducibility:
 
@@ -67,7 +78,7 @@ from adaptopt.tasks.base import Batch, Budget, Task
 
 DATA_SEED_OFFSET = 0x5EED
 # Fields that change how a run is executed or recorded, but not its result: not in the run id.
-RUNTIME_FIELDS = ("device", "data_dir", "log_every", "checkpoint_every", "probe")
+RUNTIME_FIELDS = ("device", "data_dir", "log_every", "checkpoint_every", "probe", "probe_preset")
 
 
 @dataclass
@@ -77,6 +88,8 @@ class TrainConfig:
     ``hparams`` override the task's tuned values for ``optimizer`` (``task.hparams``);
     ``validation=True`` trains on the training data minus a held-out validation split (grid
     search); ``eval_splits`` defaults to ``("valid",)`` then and to ``("test",)`` otherwise.
+    ``clip_grad_norm`` and ``iterate_averaging`` default to the task's (``None``); 0 turns
+    them off.
     """
 
     task: str
@@ -96,6 +109,9 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: at epoch ends only)
     probe: int = 0  # measure (L0,L1)-smoothness (SPEC.md §2) every this many steps (0: never)
+    probe_preset: str = "default"  # "default" (cheap) or "paper" (adaptopt.smoothness)
+    clip_grad_norm: float | None = None  # global gradient-norm threshold before the optimizer
+    iterate_averaging: int | None = None  # nonmono of the end-of-epoch averaging (0: off)
 
     def __post_init__(self) -> None:
         if self.eval_splits is not None:
@@ -103,6 +119,10 @@ class TrainConfig:
         for name in ("log_every", "checkpoint_every", "eval_every", "probe"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm >= 0:
+            raise ValueError(f"clip_grad_norm must be >= 0, got {self.clip_grad_norm}")
+        if self.iterate_averaging is not None and self.iterate_averaging < 0:
+            raise ValueError(f"iterate_averaging must be >= 0, got {self.iterate_averaging}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -131,6 +151,8 @@ class TrainConfig:
             batch_size=b.batch_size if self.batch_size is None else self.batch_size,
             max_steps_per_epoch=self.max_steps_per_epoch or b.max_steps_per_epoch,
             eval_splits=self.eval_splits or (("valid",) if self.validation else ("test",)),
+            clip_grad_norm=_default(self.clip_grad_norm, task.clip_grad_norm),
+            iterate_averaging=_default(self.iterate_averaging, task.iterate_averaging),
         )
 
     @property
@@ -147,6 +169,12 @@ class TrainConfig:
     def run_id(self) -> str:
         """Hash of the resolved config and seed: equal ids ⇔ the same run."""
         return config_hash(self.identity())
+
+
+def _default(value: Any, task_default: Any) -> Any:
+    """The config's value, else the task's default; 0 (off) is stored as ``None``."""
+    value = task_default if value is None else value
+    return value or None
 
 
 def config_hash(d: dict[str, Any]) -> str:
@@ -172,7 +200,7 @@ class _Position:
     step: int = 0  # optimizer steps taken
     epoch_rng: torch.Tensor | None = None  # data generator state at the start of the epoch
     epoch_steps: int = 0  # optimizer steps taken in the current epoch
-    loss_sum: float = 0.0  # of their losses
+    loss_sum: float = 0.0  # of their reported losses (Task.loss_terms)
     wall_time: float = 0.0  # seconds of training before this process
     metrics_bytes: int = 0  # length of metrics.jsonl at the checkpoint
     final: dict[str, float] = field(default_factory=dict)  # the last epoch row's metrics
@@ -219,9 +247,10 @@ def train(
     data_rng = torch.Generator().manual_seed(config.seed + DATA_SEED_OFFSET)
     pos = _Position(epoch_rng=data_rng.get_state())
 
+    averaging = IterateAverage(model, config.iterate_averaging)
     checkpoint = run_dir / CHECKPOINT if run_dir is not None else None
     if resume and checkpoint is not None and checkpoint.exists():
-        pos = _load_checkpoint(checkpoint, model, optimizer, scheduler)
+        pos = _load_checkpoint(checkpoint, model, optimizer, scheduler, averaging)
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG, dataclasses.asdict(config))
@@ -248,7 +277,7 @@ def train(
         if writer:
             pos.metrics_bytes = metrics.tell()
             pos.wall_time = wall_before + time.perf_counter() - t0
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, pos)
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, pos, averaging)
 
     ctx = RunContext(
         task, model, optimizer, device, run_dir if writer else None, log, pos.step, pos.epoch
@@ -272,19 +301,26 @@ def train(
         while (batch := data.take()) is not None:
             for cb in callbacks:
                 cb.before_step(ctx)
-            losses: list[torch.Tensor] = []
+            evals: list[_Evaluation] = []
+            closure = _closure(task, net, optimizer, data, batch, evals, group, config)
             with _lr_scaled(optimizer, task.batch_lr_scale(batch)):
-                optimizer.step(_closure(task, net, optimizer, data, batch, losses, group))
+                optimizer.step(closure)
             if scheduler is not None:
                 scheduler.step()
-            loss = group.mean(losses[0]).item()  # the full batch's loss at x_t
+            first = evals[0]  # the step's first batch, at x_t
+            loss = group.mean(first.reported).item()  # the full batch's reported loss
+            if not math.isfinite(group.mean(first.objective).item()):
+                loss = math.nan
             pos.step, pos.batches = pos.step + 1, data.taken
             pos.epoch_steps, pos.loss_sum = pos.epoch_steps + 1, pos.loss_sum + loss
             ctx.step = pos.step
             bar.update(done_batches() - bar.n)
             bar.set_postfix(loss=f"{pos.loss_sum / pos.epoch_steps:.4g}", refresh=False)
             if not math.isfinite(loss) or (config.log_every and pos.step % config.log_every == 0):
-                log({"loss": loss, "lr": optimizer.param_groups[0]["lr"]})
+                row = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
+                if config.clip_grad_norm is not None:
+                    row |= {"grad_norm": first.grad_norm, "clipped": first.clipped}
+                log(row)
             if not math.isfinite(loss):
                 diverged_step = pos.step
                 break
@@ -294,11 +330,9 @@ def train(
                 save()
         if diverged_step is not None:
             break
-        final = {"train_loss": pos.loss_sum / max(pos.epoch_steps, 1)}
-        if (pos.epoch + 1) % max(config.eval_every, 1) == 0 or pos.epoch + 1 == config.epochs:
-            for split in config.eval_splits:
-                evaluation = _evaluate(task, model, split, device)
-                final |= {f"{split}_{k}": v for k, v in evaluation.items()}
+        running, done = pos.loss_sum / max(pos.epoch_steps, 1), pos.epoch + 1
+        evaluate = done % max(config.eval_every, 1) == 0 or done == config.epochs
+        final = _epoch_metrics(task, model, config, device, averaging, done, running, evaluate)
         pos = dataclasses.replace(
             pos,
             epoch=pos.epoch + 1,
@@ -329,6 +363,7 @@ def train(
             "step": result.step,
             "diverged_step": diverged_step,
             "final": pos.final,
+            "averaging_started_epoch": averaging.started_epoch,
             "finished": time.time(),
             "wall_time_s": wall_before + time.perf_counter() - t0,
         }
@@ -392,51 +427,181 @@ class _ProcessGroup:
             dist.destroy_process_group()
 
 
+@dataclass
+class _Evaluation:
+    """One closure call: the objective and reported loss (detached), the pre-clip norm."""
+
+    objective: torch.Tensor
+    reported: torch.Tensor
+    grad_norm: float | None = None
+    clipped: bool | None = None
+
+
 def _closure(
     task: Task,
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: _Batches,
     first: Batch,
-    losses: list[torch.Tensor],
+    evals: list[_Evaluation],
     group: _ProcessGroup,
+    config: TrainConfig,
 ) -> Callable[[], torch.Tensor]:
-    """The step's closure: its first call uses ``first``, later calls take fresh batches."""
+    """The step's closure: its first call uses ``first``, later calls take fresh batches.
+
+    Each call back-propagates the task's objective and, with ``config.clip_grad_norm``, clips
+    the global norm of the (rank-averaged) gradient, as ``torch.nn.utils.clip_grad_norm_``.
+    """
     pending = [first]
 
     def closure() -> torch.Tensor:
         batch = pending.pop() if pending else data.take(default=first)
         optimizer.zero_grad(set_to_none=True)
+        weights = (1.0, 1.0)
         if group.world_size > 1:
-            local, weight = shard(batch, group.rank, group.world_size, task.batch_dim)
-            loss = task.loss(net, local) * weight
-        else:
-            loss = task.loss(net, batch)
-        loss.backward()
-        losses.append(loss.detach())
-        return loss
+            batch, weight = shard(batch, group.rank, group.world_size, task.batch_dim)
+            weights = (group.world_size if task.loss_reduction == "sum" else weight, weight)
+        objective, reported = task.loss_terms(net, batch)
+        objective = objective * weights[0]
+        objective.backward()
+        record = _Evaluation(objective.detach(), reported.detach() * weights[1])
+        if config.clip_grad_norm is not None:
+            params = [p for p in net.parameters() if p.grad is not None]
+            norm = float(nn.utils.clip_grad_norm_(params, config.clip_grad_norm))
+            record.grad_norm, record.clipped = norm, norm > config.clip_grad_norm
+        evals.append(record)
+        return objective
 
     return closure
 
 
 @contextlib.contextmanager
 def _lr_scaled(optimizer: torch.optim.Optimizer, scale: float) -> Iterator[None]:
-    """Multiply every group's lr by ``scale`` for one step (``Task.batch_lr_scale``).
-
-    Afterwards the lr is restored exactly, unless the optimizer set a new one itself (SGDOL).
-    """
+    """Multiply every group's ``lr``, and its clipping threshold ``gamma`` if it has one, by
+    ``scale`` for one step (``Task.batch_lr_scale``); both are restored exactly afterwards."""
+    keys = ("lr", "gamma")
     if scale == 1.0:
         yield
         return
-    lrs = [group["lr"] for group in optimizer.param_groups]
-    for group, lr in zip(optimizer.param_groups, lrs):
-        group["lr"] = lr * scale
+    saved = [{k: group[k] for k in keys if k in group} for group in optimizer.param_groups]
+    for group, values in zip(optimizer.param_groups, saved, strict=True):
+        group.update({k: v * scale for k, v in values.items()})
     try:
         yield
     finally:
-        for group, lr in zip(optimizer.param_groups, lrs):
-            if group["lr"] == lr * scale:
-                group["lr"] = lr
+        for group, values in zip(optimizer.param_groups, saved, strict=True):
+            group.update(values)
+
+
+class IterateAverage:
+    """End-of-epoch iterate averaging, triggered by the validation loss (the authors' PTB rule).
+
+    With ``nonmono = N``: after an epoch whose validation loss (of the current weights) is worse
+    than the best of all but the last N recorded ones, averaging starts; from the next epoch
+    on, every end-of-epoch weight enters a running mean, which all later evaluations use.
+    ``nonmono=None`` disables it. ``state_dict`` holds everything a resumed run needs.
+    """
+
+    def __init__(self, model: nn.Module, nonmono: int | None) -> None:
+        self.model, self.nonmono = model, nonmono
+        self.history: list[float] = []  # validation losses before averaging started
+        self.started_epoch: int | None = None  # the epoch after which the rule fired
+        self.count = 0
+        self.average: dict[str, torch.Tensor] = {}
+
+    @property
+    def active(self) -> bool:
+        """Whether evaluations use the average (it holds at least one iterate)."""
+        return self.count > 0
+
+    def end_epoch(self) -> None:
+        """Add the current weights to the running mean, if averaging has started."""
+        if self.started_epoch is None:
+            return
+        self.count += 1
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if self.count == 1:
+                    self.average[name] = p.detach().clone()
+                else:
+                    self.average[name].add_(p.detach() - self.average[name], alpha=1 / self.count)
+
+    def observe(self, epoch: int, valid_loss: float) -> bool:
+        """Record the current weights' validation loss; true if averaging starts now."""
+        if self.nonmono is None or self.started_epoch is not None:
+            return False
+        n = self.nonmono
+        fire = len(self.history) > n and valid_loss > min(self.history[:-n])
+        self.history.append(valid_loss)
+        if fire:
+            self.started_epoch = epoch
+        return fire
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The model holds the average inside the block (if active), its own weights after."""
+        if not self.active:
+            yield
+            return
+        params = dict(self.model.named_parameters())
+        own = {name: p.detach().clone() for name, p in params.items()}
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(self.average[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(own[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": list(self.history),
+            "started_epoch": self.started_epoch,
+            "count": self.count,
+            "average": {k: v.clone() for k, v in self.average.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        self.started_epoch = state["started_epoch"]
+        self.count = state["count"]
+        device = next(self.model.parameters()).device
+        self.average = {k: v.to(device) for k, v in state["average"].items()}
+
+
+def _epoch_metrics(
+    task: Task,
+    model: nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    averaging: IterateAverage,
+    epoch: int,
+    running: float,
+    evaluate: bool,
+) -> dict[str, Any]:
+    """The epoch row: training losses, evaluations (of the iterate average once it is active)
+    and the averaging trigger. ``evaluate`` is false on epochs skipped by ``eval_every``."""
+    final: dict[str, Any] = {"train_loss_running": running}
+    if not task.train_loss_from_evaluation:
+        final["train_loss"] = running
+    elif evaluate:
+        final["train_loss"] = _evaluate(task, model, "train", device)["loss"]
+    averaging.end_epoch()
+    splits = list(config.eval_splits) if evaluate else []
+    check = averaging.nonmono is not None and averaging.started_epoch is None
+    if check and "valid" not in splits:
+        splits.append("valid")  # the trigger needs the validation loss every epoch
+    with averaging.swapped_in():
+        for split in splits:
+            evaluation = _evaluate(task, model, split, device)
+            final |= {f"{split}_{k}": v for k, v in evaluation.items()}
+    if averaging.active:
+        final["averaged_iterates"] = averaging.count
+    if check and averaging.observe(epoch, final["valid_loss"]):
+        final["averaging_started"] = True
+    return final
 
 
 def shard(batch: Batch, rank: int, world_size: int, dim: int = 0) -> tuple[Batch, float]:
@@ -506,7 +671,7 @@ def _probe_callbacks(config: TrainConfig) -> list[Callback]:
         return []
     from adaptopt.smoothness import SmoothnessCallback
 
-    return [SmoothnessCallback(every=config.probe)]
+    return [SmoothnessCallback(every=config.probe, preset=config.probe_preset)]
 
 
 def _save_checkpoint(
@@ -515,6 +680,7 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: LambdaLR | None,
     pos: _Position,
+    averaging: IterateAverage,
 ) -> None:
     rng = {
         "torch": torch.get_rng_state(),
@@ -529,6 +695,7 @@ def _save_checkpoint(
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng,
         "position": dataclasses.asdict(pos),
+        "averaging": averaging.state_dict(),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -540,6 +707,7 @@ def _load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: LambdaLR | None,
+    averaging: IterateAverage,
 ) -> _Position:
     # weights_only=False: the file holds numpy/python RNG states and is this run's own output.
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -552,6 +720,8 @@ def _load_checkpoint(
     random.setstate(state["rng"]["python"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    if "averaging" in state:
+        averaging.load_state_dict(state["averaging"])
     return _Position(**state["position"])
 
 

@@ -18,5 +18,5 @@ def params(model: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def checkpoint_params(run_dir) -> list[torch.Tensor]:
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
     return list(state.values())

@@ -246,7 +246,7 @@ def test_resume_across_the_averaging_trigger_is_bitwise(tmp_path, monkeypatch, c
 
     assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
     state = {
-        d: torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["averaging"]
+        d: torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["averaging"]
         for d in ("straight", "resumed")
     }
     assert state["straight"]["count"] == state["resumed"]["count"] == 3
@@ -281,3 +281,23 @@ def test_run_config_round_trips_the_new_settings():
         TrainConfig("synthetic", "sgd", probe_preset="paper").run_id()
         == TrainConfig("synthetic", "sgd").run_id()
     )
+
+
+class _Payload:
+    """Unpickling this runs code: what a tampered checkpoint could carry."""
+
+    def __reduce__(self):
+        return (print, ("unpickled code ran",))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path, capsys):
+    config = TrainConfig("synthetic", "sgd", {"lr": 0.1, "momentum": 0.9}, epochs=2)
+    train(config, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["position"]["epoch"] = 1  # resume from the middle, so the checkpoint is loaded
+    state["extra"] = _Payload()
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    (tmp_path / "run" / "meta.json").write_text(json.dumps({"status": "running", "resumes": 0}))
+    with pytest.raises(ValueError, match="loaded safely"):
+        train(config, tmp_path / "run", resume=True)
+    assert "unpickled code ran" not in capsys.readouterr().out

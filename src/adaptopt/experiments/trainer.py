@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import platform
 import random
 import subprocess
@@ -682,13 +683,7 @@ def _save_checkpoint(
     pos: _Position,
     averaging: IterateAverage,
 ) -> None:
-    rng = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    rng = _rng_states()
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -709,20 +704,59 @@ def _load_checkpoint(
     scheduler: LambdaLR | None,
     averaging: IterateAverage,
 ) -> _Position:
-    # weights_only=False: the file holds numpy/python RNG states and is this run's own output.
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    _set_rng_states(state["rng"])
     if "averaging" in state:
         averaging.load_state_dict(state["averaging"])
     return _Position(**state["position"])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents, read with ``torch.load(weights_only=True)``: tensors, numbers,
+    strings and containers only, so a file from elsewhere cannot run code when loaded."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path} is not a checkpoint that can be loaded safely: it holds objects other than "
+            "tensors, numbers and strings (a checkpoint from another program, an older adaptopt, "
+            f"or a tampered file). Refusing to unpickle it. Details: {e}"
+        ) from e
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every RNG state as tensors and plain numbers (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, words, python_gauss = random.getstate()
+    rng: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "words": torch.tensor(words), "gauss": python_gauss},
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_rng_states(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(p["words"].tolist()), p["gauss"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _environment(device: torch.device, world_size: int) -> dict[str, Any]:

@@ -1,4 +1,6 @@
 import gzip
+import io
+import tarfile
 from collections import Counter
 
 import pytest
@@ -84,6 +86,42 @@ def test_long_and_empty_pairs_are_dropped_from_every_split(tmp_path):
     # kept pairs (204 and 104 times with the dropped ones)
     assert load_multi30k(tmp_path, min_freq=103, verify=False).vocab == list(SPECIALS)
     assert load_multi30k(tmp_path, min_freq=102, verify=False).vocab == [*SPECIALS, "dog", "hund"]
+
+
+def _write_wmt16(folder, val_de, val_en, test_de):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, lines in (("val.de", val_de), ("val.en", val_en)):
+            text = "".join(line + "\n" for line in lines).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            archive.addfile(info, io.BytesIO(text))
+    write(folder / "validation.tar.gz", buffer.getvalue())
+    write(
+        folder / "test2016.de.original-wmt16", "".join(f"{x}\n" for x in test_de).encode(), gz=True
+    )
+
+
+def test_wmt16_german_replaces_the_validation_and_test_sources(tmp_path):
+    write_multi30k(tmp_path / "multi30k")
+    old_val = ["Ein alter Hund.", "Der Hund.", "Eine Katze.", ""]  # with the WMT'16 empty line
+    _write_wmt16(tmp_path / "multi30k" / "wmt16_torchtext", old_val, [*TRAIN_EN, ""], ["Hund."] * 3)
+    new = load_multi30k(tmp_path, min_freq=1, verify=False)
+    old = load_multi30k(tmp_path, min_freq=1, verify=False, german="wmt16")
+    assert old.vocab == new.vocab and len(old.valid) == len(old.test) == 3
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(old.train, new.train, strict=True))
+    assert [old.decode(s) for s, _ in old.valid] == [
+        "ein <unk> hund .",
+        "der hund .",
+        "eine katze .",
+    ]
+    assert [old.decode(t) for _, t in old.valid] == [new.decode(t) for _, t in new.valid]
+    assert [old.decode(s) for s, _ in old.test] == ["hund ."] * 3
+    assert [old.decode(t) for _, t in old.test] == [new.decode(t) for _, t in new.test]
+    with pytest.raises(ValueError, match="german"):
+        load_multi30k(tmp_path, german="old", verify=False)
+    with pytest.raises(DatasetCorruptError, match="sha256"):
+        load_multi30k(tmp_path, german="wmt16")
 
 
 def test_misaligned_files_are_reported(tmp_path):
@@ -179,3 +217,22 @@ def test_real_multi30k_matches_counts_taken_from_the_raw_files():
         assert [vocab[i] for i in src[1:-1]] == [w if w in data.word2idx else "<unk>" for w in de]
         assert data.decode(tgt) == " ".join(w if w in data.word2idx else "<unk>" for w in en)
     assert data.decode(data.train[0][1]) == "two young , white males are outside near many bushes ."
+
+
+def test_real_wmt16_german_differs_where_the_raw_files_differ():
+    data = load_real(load_multi30k, german="wmt16")
+    path = load_real(
+        lambda data_dir: find_files(
+            "multi30k", ["validation.tar.gz"], data_dir, subdirs=["multi30k/wmt16_torchtext"]
+        )
+    )["validation.tar.gz"]
+    with tarfile.open(path) as archive:
+        old = archive.extractfile("val.de").read().decode().split("\n")
+    new = _raw_lines("val", "de")
+    assert old[len(new) :] == ["", ""]  # one empty last line, dropped as an empty pair
+    nlp = spacy.blank("de")
+    for line, (src, _) in zip(old, data.valid, strict=False):
+        expected = [t.text.lower() for t in nlp(line.strip())]
+        assert data.decode(src) == " ".join(w if w in data.word2idx else "<unk>" for w in expected)
+    assert sum(a != b for a, b in zip(old, new, strict=False)) == 61
+    assert len(data.valid) == 1_014 and len(data.test) == 1_000

@@ -14,6 +14,12 @@ Preprocessing of the authors' Multi30k runs (their ``preprocess.py -share_vocab`
   German words it lacks, in German order.
 
 Each sentence becomes ``<s> tokens </s>``.
+
+Text versions: the training text is the same in every release. The corrected German
+validation and test sentences of multi30k/dataset (61 of 1,014 and 150 of 1,000 lines differ)
+are the default; ``german="wmt16"`` reads the original WMT'16 ones, which the authors' torchtext
+``Multi30k`` downloaded (``wmt16_torchtext/validation.tar.gz`` and
+``wmt16_torchtext/test2016.de.original-wmt16.gz`` beside the main files).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +50,14 @@ MULTI30K_FILES = {  # sha256 of the decompressed text (multi30k/dataset, data/ta
     "test_2016_flickr.de": "4be6b5b3236b79c25475c6bb829800a7ce559e9ba7a1f6c2394fe4d40be46d16",
     "test_2016_flickr.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
 }
+
+WMT16_FILES = {  # the original WMT'16 release, as torchtext's Multi30k downloaded it
+    "validation.tar.gz": "a7aa20e9ebd5ba5adce7909498b94410996040857154dab029851af3a866da8c",
+    "test2016.de.original-wmt16": (
+        "c1d2f544471a7387e37d15f1adf075ff7d6fe57a30840bb969281ae102d24cb1"
+    ),
+}
+WMT16_SUBDIRS = ("wmt16_torchtext", "multi30k/wmt16_torchtext", "Multi30k/wmt16_torchtext")
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 Sentences = tuple[tuple[str, ...], ...]
@@ -74,6 +89,36 @@ def tokenize_file(path: Path, lang: str) -> Sentences:
 @functools.lru_cache(maxsize=12)
 def _tokenize_file(path: Path, lang: str, size: int, mtime_ns: int) -> Sentences:
     return tuple(tuple(map(sys.intern, tokenize(line, lang))) for line in read_lines(path))
+
+
+def _tar_lines(path: Path, member: str) -> list[str]:
+    try:
+        with tarfile.open(path) as archive:
+            data = archive.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, KeyError, AttributeError) as err:
+        raise DatasetCorruptError(f"{path}: cannot read {member}: {err}") from err
+    lines = data.decode("utf-8").split("\n")  # as read_lines: newlines only, no final ""
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _wmt16_sentences(
+    data_dir: str | os.PathLike[str] | None, test_en: Sentences, verify: bool
+) -> dict[str, tuple[Sentences, Sentences]]:
+    """The ``"valid"`` and ``"test"`` splits of the original WMT'16 release."""
+    paths = find_files(
+        "multi30k",
+        list(WMT16_FILES),
+        data_dir,
+        subdirs=WMT16_SUBDIRS,
+        checksums=WMT16_FILES,
+        verify=verify,
+    )
+    valid = [
+        tuple(tuple(tokenize(line, lang)) for line in _tar_lines(paths["validation.tar.gz"], name))
+        for lang, name in (("de", "val.de"), ("en", "val.en"))
+    ]
+    test_de = tokenize_file(paths["test2016.de.original-wmt16"], "de")
+    return {"valid": (valid[0], valid[1]), "test": (test_de, test_en)}
 
 
 def frequent_words(sentences: Iterable[Sequence[str]], min_freq: int) -> list[str]:
@@ -115,13 +160,17 @@ def load_multi30k(
     min_freq: int = 3,
     max_len: int = MAX_LEN,
     verify: bool = True,
+    german: str = "corrected",
 ) -> TranslationData:
     """Multi30k task 1 de->en: train 29,000, valid 1,014, test (2016 Flickr) 1,000 pairs
     (none is longer than 100 tokens), preprocessed as the authors' ``preprocess.py``.
 
     ``min_freq``: the per-language vocabulary cut; ``max_len``: pairs with a longer side are
-    dropped from every split.
+    dropped from every split; ``german``: ``"corrected"`` or ``"wmt16"`` validation and test
+    sources (see the module doc).
     """
+    if german not in ("corrected", "wmt16"):
+        raise ValueError(f"german must be 'corrected' or 'wmt16', got {german!r}")
     if min_freq < 1:
         raise ValueError(f"min_freq must be >= 1, got {min_freq}")
     if max_len < 1:
@@ -129,12 +178,17 @@ def load_multi30k(
     paths = find_files(
         "multi30k", list(MULTI30K_FILES), data_dir, checksums=MULTI30K_FILES, verify=verify
     )
+    sentences = {
+        split: tuple(tokenize_file(paths[f"{stem}.{lang}"], lang) for lang in ("de", "en"))
+        for split, stem in SPLITS.items()
+    }
+    if german == "wmt16":
+        sentences |= _wmt16_sentences(data_dir, sentences["test"][1], verify)
     tokens: dict[str, list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
-    for split, stem in SPLITS.items():
-        de, en = (tokenize_file(paths[f"{stem}.{lang}"], lang) for lang in ("de", "en"))
+    for split, (de, en) in sentences.items():
         if len(de) != len(en):
             raise DatasetCorruptError(
-                f"multi30k {stem}: {len(de)} German lines but {len(en)} English lines"
+                f"multi30k {split}: {len(de)} German lines but {len(en)} English lines"
             )
         tokens[split] = [
             (s, t) for s, t in zip(de, en) if 0 < len(s) <= max_len and 0 < len(t) <= max_len

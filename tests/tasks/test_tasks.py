@@ -149,7 +149,7 @@ def test_full_size_tasks(name, build):
         assert sum(p.numel() for p in model.parameters()) == n_params
     else:  # vocabulary size depends on the tokenisation: check the wiring instead
         assert model.embedding.num_embeddings == len(task.data.vocab)
-        assert (len(model.encoder.layers), len(model.decoder.layers), model.d_model) == (6, 6, 512)
+        assert (len(model.encoder), len(model.decoder), model.d_model) == (6, 6, 512)
 
 
 def test_cifar10_hparams_are_the_authors(build):

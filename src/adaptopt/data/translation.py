@@ -1,20 +1,25 @@
 """Multi30k German->English (WMT'16 multimodal task 1) for the paper's Transformer (§5.2).
 
-Tokenization uses `sacremoses <https://github.com/hplt-project/sacremoses>`_, the maintained
-Python port of the Moses scripts, in the exact pipeline with which the Multi30k authors made
-their ``*.lc.norm.tok.*`` files::
+Preprocessing of the authors' Multi30k runs (their ``preprocess.py -share_vocab``, torchtext's
+``Field``/``TranslationDataset``/``Vocab``):
 
-    lowercase -> MosesPunctNormalizer(lang).normalize -> MosesTokenizer(lang).tokenize
+- tokens: spaCy's rule-based tokenizer of the language (``spacy.blank(lang)``: no trained
+  pipeline is needed, the tokenizer is rule-based) on each stripped line, every token then
+  lowercased (``tokenize(text, lang)``);
+- pairs: a pair is dropped when either side is an empty line or has more than ``max_len`` = 100
+  tokens, in every split;
+- vocabulary: per language, the training words with at least ``min_freq`` = 3 occurrences, by
+  decreasing count (ties in code-point order) after the specials ``<unk>`` = 0, ``<blank>``
+  (padding) = 1, ``<s>`` = 2, ``</s>`` = 3; the shared table is the English one followed by the
+  German words it lacks, in German order.
 
-which reproduces their published token counts (e.g. train: en 377,534 / de 360,706). Tokens
-are not XML-escaped (``&`` stays ``&``). Use the same pipeline on new text with
-``tokenize(text, lang)``.
+Each sentence becomes ``<s> tokens </s>``.
 
-Vocabulary as in the authors' Transformer set-up (attention-is-all-you-need-pytorch with
-``-share_vocab``): a word enters if it occurs at least ``min_freq`` times in the German or in
-the English training text (lowercased); one table serves source and target; specials
-``<pad>`` = 0, ``<unk>`` = 1, ``<bos>`` = 2, ``<eos>`` = 3, then words by decreasing training
-frequency (ties alphabetical).
+Text versions: the training text is the same in every release. The corrected German
+validation and test sentences of multi30k/dataset (61 of 1,014 and 150 of 1,000 lines differ)
+are the default; ``german="wmt16"`` reads the original WMT'16 ones, which the authors' torchtext
+``Multi30k`` downloaded (``wmt16_torchtext/validation.tar.gz`` and
+``wmt16_torchtext/test2016.de.original-wmt16.gz`` beside the main files).
 """
 
 from __future__ import annotations
@@ -22,19 +27,20 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import tarfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from torch.nn.utils.rnn import pad_sequence
 
 from adaptopt.data.locate import DatasetCorruptError, find_files, read_lines
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+UNK, PAD, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ("<unk>", "<blank>", "<s>", "</s>")
+MAX_LEN = 100
 SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
 MULTI30K_FILES = {  # sha256 of the decompressed text (multi30k/dataset, data/task1/raw)
     "train.de": "2c2b73fd2b548fbcde3a875e0a78d6ee94d498bfdee6bd3eae3945779e9ddf72",
@@ -45,24 +51,37 @@ MULTI30K_FILES = {  # sha256 of the decompressed text (multi30k/dataset, data/ta
     "test_2016_flickr.en": "399a4382932c1aadd3ceb9bef1008d388a64c76d4ae4e9d4728c6f4301cac182",
 }
 
+WMT16_FILES = {  # the original WMT'16 release, as torchtext's Multi30k downloaded it
+    "validation.tar.gz": "a7aa20e9ebd5ba5adce7909498b94410996040857154dab029851af3a866da8c",
+    "test2016.de.original-wmt16": (
+        "c1d2f544471a7387e37d15f1adf075ff7d6fe57a30840bb969281ae102d24cb1"
+    ),
+}
+WMT16_SUBDIRS = ("wmt16_torchtext", "multi30k/wmt16_torchtext", "Multi30k/wmt16_torchtext")
+
 Pair = tuple[torch.Tensor, torch.Tensor]
 Sentences = tuple[tuple[str, ...], ...]
 
 
 @functools.cache
-def _moses(lang: str) -> tuple[MosesPunctNormalizer, MosesTokenizer]:
-    return MosesPunctNormalizer(lang), MosesTokenizer(lang)
+def _tokenizer(lang: str) -> Callable[[str], Iterable[object]]:
+    import spacy  # imported on first use: loading spaCy takes about a second
+
+    try:
+        return spacy.blank(lang).tokenizer
+    except ImportError as err:  # spaCy's error for an unknown language code
+        raise ValueError(f"spaCy has no tokenizer for language {lang!r}") from err
 
 
 def tokenize(text: str, lang: str) -> list[str]:
-    """Lowercase, normalize punctuation and Moses-tokenize one sentence of language ``lang``."""
-    normalizer, tokenizer = _moses(lang)
-    return tokenizer.tokenize(normalizer.normalize(text.lower()), escape=False)
+    """Tokens of one line of language ``lang``: spaCy's rule-based tokenizer on the stripped
+    line, each token then lowercased (torchtext ``Field(tokenize=..., lower=True)``)."""
+    return [token.text.lower() for token in _tokenizer(lang)(text.strip())]
 
 
 def tokenize_file(path: Path, lang: str) -> Sentences:
     """``tokenize`` of every line of a text file; cached per file version within the process
-    (tokenizing Multi30k takes seconds)."""
+    (tokenizing Multi30k's training set takes several seconds)."""
     stat = path.stat()
     return _tokenize_file(path.resolve(), lang, stat.st_size, stat.st_mtime_ns)
 
@@ -72,9 +91,47 @@ def _tokenize_file(path: Path, lang: str, size: int, mtime_ns: int) -> Sentences
     return tuple(tuple(map(sys.intern, tokenize(line, lang))) for line in read_lines(path))
 
 
+def _tar_lines(path: Path, member: str) -> list[str]:
+    try:
+        with tarfile.open(path) as archive:
+            data = archive.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, KeyError, AttributeError) as err:
+        raise DatasetCorruptError(f"{path}: cannot read {member}: {err}") from err
+    lines = data.decode("utf-8").split("\n")  # as read_lines: newlines only, no final ""
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _wmt16_sentences(
+    data_dir: str | os.PathLike[str] | None, test_en: Sentences, verify: bool
+) -> dict[str, tuple[Sentences, Sentences]]:
+    """The ``"valid"`` and ``"test"`` splits of the original WMT'16 release."""
+    paths = find_files(
+        "multi30k",
+        list(WMT16_FILES),
+        data_dir,
+        subdirs=WMT16_SUBDIRS,
+        checksums=WMT16_FILES,
+        verify=verify,
+    )
+    valid = [
+        tuple(tuple(tokenize(line, lang)) for line in _tar_lines(paths["validation.tar.gz"], name))
+        for lang, name in (("de", "val.de"), ("en", "val.en"))
+    ]
+    test_de = tokenize_file(paths["test2016.de.original-wmt16"], "de")
+    return {"valid": (valid[0], valid[1]), "test": (test_de, test_en)}
+
+
+def frequent_words(sentences: Iterable[Sequence[str]], min_freq: int) -> list[str]:
+    """Words with at least ``min_freq`` occurrences, by decreasing count, ties in code-point
+    order, without the specials (torchtext ``Vocab`` order)."""
+    counts = Counter(w for sentence in sentences for w in sentence)
+    words = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [w for w, c in words if c >= min_freq and w not in SPECIALS]
+
+
 @dataclass
 class TranslationData:
-    """Sentence pairs ``(src de, tgt en)`` as id tensors wrapped in ``<bos>``/``<eos>``."""
+    """Sentence pairs ``(src de, tgt en)`` as id tensors wrapped in ``<s>``/``</s>``."""
 
     train: list[Pair]
     valid: list[Pair]
@@ -83,12 +140,12 @@ class TranslationData:
     word2idx: dict[str, int]
 
     def encode(self, tokens: Sequence[str]) -> torch.Tensor:
-        """``<bos> tokens <eos>`` as ids (unknown words -> ``<unk>``)."""
+        """``<s> tokens </s>`` as ids (unknown words -> ``<unk>``)."""
         ids = [BOS, *(self.word2idx.get(t, UNK) for t in tokens), EOS]
         return torch.tensor(ids, dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
-        """Space-joined tokens up to the first ``<eos>``, skipping ``<bos>`` and ``<pad>``."""
+        """Space-joined tokens up to the first ``</s>``, skipping ``<s>`` and padding."""
         words = []
         for i in torch.as_tensor(ids).tolist():
             if i == EOS:
@@ -99,42 +156,55 @@ class TranslationData:
 
 
 def load_multi30k(
-    data_dir: str | os.PathLike[str] | None = None, min_freq: int = 3, verify: bool = True
+    data_dir: str | os.PathLike[str] | None = None,
+    min_freq: int = 3,
+    max_len: int = MAX_LEN,
+    verify: bool = True,
+    german: str = "corrected",
 ) -> TranslationData:
-    """Multi30k task 1 de->en: train 29,000, valid 1,014, test (2016 Flickr) 1,000 pairs.
+    """Multi30k task 1 de->en: train 29,000, valid 1,014, test (2016 Flickr) 1,000 pairs
+    (none is longer than 100 tokens), preprocessed as the authors' ``preprocess.py``.
 
-    ``min_freq`` defaults to 3, the authors' Transformer preprocessing.
+    ``min_freq``: the per-language vocabulary cut; ``max_len``: pairs with a longer side are
+    dropped from every split; ``german``: ``"corrected"`` or ``"wmt16"`` validation and test
+    sources (see the module doc).
     """
+    if german not in ("corrected", "wmt16"):
+        raise ValueError(f"german must be 'corrected' or 'wmt16', got {german!r}")
     if min_freq < 1:
         raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
     paths = find_files(
         "multi30k", list(MULTI30K_FILES), data_dir, checksums=MULTI30K_FILES, verify=verify
     )
-    tokens: dict[str, tuple[Sentences, Sentences]] = {}
-    for split, stem in SPLITS.items():
-        de, en = (tokenize_file(paths[f"{stem}.{lang}"], lang) for lang in ("de", "en"))
+    sentences = {
+        split: tuple(tokenize_file(paths[f"{stem}.{lang}"], lang) for lang in ("de", "en"))
+        for split, stem in SPLITS.items()
+    }
+    if german == "wmt16":
+        sentences |= _wmt16_sentences(data_dir, sentences["test"][1], verify)
+    tokens: dict[str, list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+    for split, (de, en) in sentences.items():
         if len(de) != len(en):
             raise DatasetCorruptError(
-                f"multi30k {stem}: {len(de)} German lines but {len(en)} English lines"
+                f"multi30k {split}: {len(de)} German lines but {len(en)} English lines"
             )
-        tokens[split] = (de, en)
-    counts = [Counter(w for sentence in side for w in sentence) for side in tokens["train"]]
-    total = counts[0] + counts[1]
-    kept = sorted(
-        (w for w in total if max(c[w] for c in counts) >= min_freq),
-        key=lambda w: (-total[w], w),
-    )
-    vocab = [*SPECIALS, *kept]
+        tokens[split] = [
+            (s, t) for s, t in zip(de, en) if 0 < len(s) <= max_len and 0 < len(t) <= max_len
+        ]
+    de_words = frequent_words((s for s, _ in tokens["train"]), min_freq)
+    en_words = frequent_words((t for _, t in tokens["train"]), min_freq)
+    english = set(en_words)
+    vocab = [*SPECIALS, *en_words, *(w for w in de_words if w not in english)]
     data = TranslationData([], [], [], vocab, {w: i for i, w in enumerate(vocab)})
-    for split, (de, en) in tokens.items():
-        getattr(data, split).extend(
-            (data.encode(s), data.encode(t)) for s, t in zip(de, en, strict=True)
-        )
+    for split, pairs in tokens.items():
+        getattr(data, split).extend((data.encode(s), data.encode(t)) for s, t in pairs)
     return data
 
 
 def pad_batch(pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad with ``<pad>`` = 0 into ``(src[B, S], tgt[B, T])``."""
+    """Right-pad with ``<blank>`` (``PAD``) into ``(src[B, S], tgt[B, T])``."""
     src, tgt = zip(*pairs, strict=True)
     return (
         pad_sequence(list(src), batch_first=True, padding_value=PAD),
@@ -148,28 +218,28 @@ def translation_batches(
     generator: torch.Generator | None = None,
     pool: int = 100,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Padded batches of ``pairs``.
+    """Padded batches of ``batch_size`` sentence pairs (the last one may be smaller).
 
-    With a ``generator``: shuffle, sort each pool of ``pool * batch_size`` pairs by length
-    (little padding, as torchtext's ``BucketIterator``), cut into batches and shuffle their
-    order. Without one: the pairs in their given order (evaluation, decoding).
+    With a ``generator``, as torchtext's ``BucketIterator(train=True)`` over a dataset without a
+    sort key (the authors' loader): shuffle the pairs, cut each run of ``pool * batch_size`` of
+    them into consecutive batches and shuffle the order of those batches. No length sorting:
+    batches are uniformly random, so their token counts (the scale of a summed loss) vary
+    little. Without one: the pairs in their given order (evaluation, decoding).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if pool < 1:
+        raise ValueError(f"pool must be >= 1, got {pool}")
     if generator is None:
-        batches = [
-            list(range(i, min(i + batch_size, len(pairs))))
-            for i in range(0, len(pairs), batch_size)
-        ]
+        order = list(range(len(pairs)))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     else:
         order = torch.randperm(len(pairs), generator=generator).tolist()
         chunk = pool * batch_size
         batches = []
         for start in range(0, len(order), chunk):
-            by_length = sorted(
-                order[start : start + chunk], key=lambda i: (len(pairs[i][0]), len(pairs[i][1]))
-            )
-            batches += [by_length[i : i + batch_size] for i in range(0, len(by_length), batch_size)]
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+            part = order[start : start + chunk]
+            cut = [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+            batches += [cut[i] for i in torch.randperm(len(cut), generator=generator).tolist()]
     for batch in batches:
         yield pad_batch([pairs[i] for i in batch])

@@ -1,16 +1,20 @@
 """Transformers of paper §5.2 (Fig. 1, 3): a translation encoder-decoder and an encoder LM.
 
 - :class:`Seq2SeqTransformer`: Vaswani et al. (2017) base model (6+6 post-LN layers, d = 512,
-  8 heads, d_ff = 2048, dropout 0.1) as configured in the authors' Multi30k runs: one embedding
-  matrix shared by source, target and output projection (logits scaled by d^(-1/2)), sinusoidal
-  positions followed by LayerNorm, Xavier-uniform initialisation. Trained with label-smoothed
-  cross-entropy (:func:`label_smoothed_nll`) under the warm-up schedule :func:`noam_lambda`;
-  decoded with :func:`greedy_decode` or :func:`beam_search`.
+  8 heads of 64, d_ff = 2048, dropout 0.1) as in the authors' Multi30k runs (their fork of
+  attention-is-all-you-need-pytorch with ``--embs-share-weight --proj-share-weight``): one
+  embedding matrix shared by source, target and output projection (logits scaled by
+  d^(-1/2), embeddings unscaled), sinusoidal positions, dropout, then LayerNorm; bias-free
+  query/key/value/output projections, dropout on the attention weights, LayerNorm ε = 1e-6,
+  no dropout inside the feed-forward block; Xavier-uniform initialisation of every matrix
+  (each projection on its own). Trained with label-smoothed cross-entropy
+  (:func:`label_smoothed_nll`) under the warm-up schedule :func:`noam_lambda`; decoded with
+  :func:`greedy_decode` or :func:`beam_search`.
 - :class:`TransformerLM`: the 2-layer Transformer encoder language model of PyTorch's
-  word-language-model example / tutorial (emsize 200, nhid 200, 2 heads, dropout 0.2).
+  word-language-model example / tutorial (emsize 200, nhid 200, 2 heads, dropout 0.2), built
+  from ``nn.TransformerEncoderLayer``.
 
-Attention is torch's (``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer``, which
-dispatch to ``F.scaled_dot_product_attention``). All modules are batch-first.
+All modules are batch-first; attention runs in ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,88 @@ def causal_mask(size: int, device: torch.device | None = None) -> torch.Tensor:
     return torch.ones(size, size, dtype=torch.bool, device=device).triu(1)
 
 
+LAYER_NORM_EPS = 1e-6
+
+
+class MultiHeadAttention(nn.Module):
+    """Post-LN multi-head attention sublayer: ``LN(x + dropout(W_o · attention(x W_q,
+    m W_k, m W_v)))`` with bias-free projections and dropout on the attention weights."""
+
+    def __init__(self, d_model: int, nhead: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"d_model {d_model} is not divisible by nhead {nhead}")
+        self.nhead, self.dropout_p = nhead, dropout
+        self.w_q, self.w_k, self.w_v, self.w_o = (
+            nn.Linear(d_model, d_model, bias=False) for _ in range(4)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=LAYER_NORM_EPS)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.nhead, -1)).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        key_padding: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """Queries from ``x`` [B, T, d], keys/values from ``memory`` [B, S, d];
+        ``key_padding`` [B, S] is True at keys to ignore; ``causal`` masks keys j > i."""
+        mask = None if key_padding is None else ~key_padding[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            self._heads(self.w_q(x)),
+            self._heads(self.w_k(memory)),
+            self._heads(self.w_v(memory)),
+            attn_mask=mask,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            is_causal=causal,
+        )
+        return self.norm(x + self.dropout(self.w_o(out.transpose(1, 2).flatten(2))))
+
+
+class FeedForward(nn.Module):
+    """Post-LN position-wise sublayer ``LN(x + dropout(W_2 relu(W_1 x + b_1) + b_2))``."""
+
+    def __init__(self, d_model: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.w_1 = nn.Linear(d_model, dim_feedforward)
+        self.w_2 = nn.Linear(dim_feedforward, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=LAYER_NORM_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.w_2(F.relu(self.w_1(x)))))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention, then feed-forward."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, nhead, dropout)
+        self.feed_forward = FeedForward(d_model, dim_feedforward, dropout)
+
+    def forward(self, x: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        return self.feed_forward(self.self_attn(x, x, src_pad))
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention, attention over the encoder memory, then feed-forward."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, nhead, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, nhead, dropout)
+        self.feed_forward = FeedForward(d_model, dim_feedforward, dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        x = self.self_attn(x, x, causal=True)
+        return self.feed_forward(self.cross_attn(x, memory, src_pad))
+
+
 class Seq2SeqTransformer(nn.Module):
     """Encoder-decoder Transformer over one shared (source + target) vocabulary."""
 
@@ -67,19 +153,12 @@ class Seq2SeqTransformer(nn.Module):
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.positions = SinusoidalPositions(d_model, max_len)
         self.dropout = nn.Dropout(dropout)
-        self.src_norm, self.tgt_norm = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        layer = dict(
-            d_model=d_model,
-            nhead=nhead,
-            dim_feedforward=dim_feedforward,
-            dropout=dropout,
-            batch_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(**layer), num_layers, enable_nested_tensor=False
-        )
-        self.decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(**layer), num_layers)
-        for p in self.parameters():
+        self.src_norm = nn.LayerNorm(d_model, eps=LAYER_NORM_EPS)
+        self.tgt_norm = nn.LayerNorm(d_model, eps=LAYER_NORM_EPS)
+        size = (d_model, nhead, dim_feedforward, dropout)
+        self.encoder = nn.ModuleList(EncoderLayer(*size) for _ in range(num_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*size) for _ in range(num_layers))
+        for p in self.parameters():  # overwrites the zero padding row too, as the authors'
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
@@ -89,20 +168,22 @@ class Seq2SeqTransformer(nn.Module):
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``src`` [B, S] → memory [B, S, d] and its padding mask [B, S] (True at padding)."""
         src_pad = src == self.pad_id
-        memory = self.encoder(self._embed(src, self.src_norm), src_key_padding_mask=src_pad)
-        return memory, src_pad
+        x = self._embed(src, self.src_norm)
+        for layer in self.encoder:
+            x = layer(x, src_pad)
+        return x, src_pad
 
     def decode(
         self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor
     ) -> torch.Tensor:
-        """Decoder input ``tgt`` [B, T] (starting with ``<bos>``) → hidden states [B, T, d]."""
-        return self.decoder(
-            self._embed(tgt, self.tgt_norm),
-            memory,
-            tgt_mask=causal_mask(tgt.size(1), tgt.device),
-            tgt_is_causal=True,
-            memory_key_padding_mask=src_pad,
-        )
+        """Decoder input ``tgt`` [B, T] (starting with ``<bos>``) → hidden states [B, T, d].
+
+        Causal self-attention only: with right padding, no real position sees a padded one.
+        """
+        x = self._embed(tgt, self.tgt_norm)
+        for layer in self.decoder:
+            x = layer(x, memory, src_pad)
+        return x
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Output projection (the shared embedding, scaled by d^(-1/2)) → logits [..., V]."""
@@ -114,12 +195,30 @@ class Seq2SeqTransformer(nn.Module):
 
 
 def label_smoothed_nll(
-    logits: torch.Tensor, target: torch.Tensor, pad_id: int, smoothing: float = 0.1
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    pad_id: int,
+    smoothing: float = 0.1,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Mean over non-padding targets of cross-entropy against (1−ε)·onehot + ε/V (Szegedy et
-    al. 2016; ε = 0.1 as Vaswani et al.)."""
+    """Cross-entropy against (1−ε)·onehot(y) + ε/(V−1)·(1 − onehot(y)) over the non-padding
+    targets, summed (``reduction="sum"``, the authors' training objective) or averaged.
+
+    As the authors' ``cal_loss``: every class other than the target, padding included,
+    receives ε/(V−1); padding positions are left out. Computed exactly by torch's smoothing
+    ε' = εV/(V−1), whose target ε'/V spreads over all V classes.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    vocab = logits.size(-1)
+    if vocab < 2 or not 0.0 <= smoothing <= (vocab - 1) / vocab:
+        raise ValueError(f"need 0 <= smoothing <= (V-1)/V with V >= 2, got {smoothing}, V={vocab}")
     return F.cross_entropy(
-        logits.flatten(0, -2), target.flatten(), ignore_index=pad_id, label_smoothing=smoothing
+        logits.flatten(0, -2),
+        target.flatten(),
+        ignore_index=pad_id,
+        label_smoothing=smoothing * vocab / (vocab - 1),
+        reduction=reduction,
     )
 
 

@@ -300,10 +300,13 @@ def test_fused_step_bumps_the_version_counter(cpu_backend, batch_numel, monkeypa
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_parameters_keep_float32_state(dtype, backend):
     """bf16/fp16 parameters, float32 state and arithmetic, one rounding per step: the float32
-    reference with its parameters rounded to the dtype after each step, within one ulp."""
+    reference with its parameters rounded to the dtype after each step, within one ulp
+    (eps of the dtype, relative). Negative controls: the do-nothing optimizer and the
+    reference one step short fail the same check."""
     cls, groups, common = CASES["gsignsgd"]
     fused, fused_opt = run(cls, groups, common, fused=True, dtype=dtype)
     params = [p.float().requires_grad_() for p in initial_params(dtype)]
+    x0 = [p.detach().clone() for p in params]
     reference_opt = cls(
         [
             dict(params=params[:2], fused=False, **groups[0]),
@@ -312,6 +315,7 @@ def test_half_precision_parameters_keep_float32_state(dtype, backend):
         **common,
     )
     for row in gradients(0, dtype):
+        one_short = [p.detach().clone() for p in params]
         for p, grad in zip(params, row):
             p.grad = None if grad is None else grad.float()
         reference_opt.step()
@@ -320,9 +324,17 @@ def test_half_precision_parameters_keep_float32_state(dtype, backend):
                 p.copy_(p.to(dtype))
     for state in fused_opt.state.values():
         assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
-    for a, b in zip(fused, params):
-        assert a.dtype == dtype
-        torch.testing.assert_close(a.float(), b.detach(), rtol=torch.finfo(dtype).eps, atol=1e-5)
+
+    def within_one_ulp(actual) -> bool:
+        return all(
+            torch.allclose(a.float(), b.detach(), rtol=torch.finfo(dtype).eps, atol=1e-5)
+            for a, b in zip(actual, params)
+        )
+
+    assert all(a.dtype == dtype for a in fused)
+    assert within_one_ulp(fused)
+    assert not within_one_ulp(x0)
+    assert not within_one_ulp(one_short)
     assert_same_state(fused_opt, reference_opt, rtol=1e-5, atol=1e-7)
     # torch's load_state_dict casts state to the parameter dtype; ours keeps float32 exactly
     params = [p.detach().clone().requires_grad_() for p in fused]
@@ -370,30 +382,57 @@ def test_bfloat16_state_is_float32_arithmetic_rounded_once_per_step(backend):
             assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
 
 
+def within_rounding_of(actual, reference, x0, eps: float, steps: int) -> bool:
+    """Whether every tensor of ``actual`` is within ``eps · steps · max|reference − x0|`` of
+    ``reference``, element-wise: one rounding of relative size eps per step, relative to the
+    size of the change from x_0 (which the do-nothing optimizer misses by all of it)."""
+    for a, r, x in zip(actual, reference, x0):
+        bound = eps * steps * (r - x).abs().max()
+        if not bool(((a.float() - r).abs() <= bound).all()):
+            return False
+    return True
+
+
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("case", ["gsignsgd", "sgd_clip_momentum", "lion"])
 def test_reference_paths_keep_low_precision_state_and_parameters(case, foreach):
     """``state_dtype`` and bf16 parameters in the single-tensor and foreach paths: the dtypes
-    hold and the result is the float32 one within bf16 rounding."""
+    hold and the result is the float32 one within bf16 rounding, eps(bf16) = 2^-7 per step
+    relative to the change from x_0. x_0 is small (bf16-exact, ~1e-3), so that a step spans
+    many ulps of x, as the bound assumes. Negative controls: the do-nothing optimizer and the
+    float32 run without its last step fail the same bound."""
     cls, groups, common = CASES[case]
-    steps = dict(steps=6, dtype=torch.float32)
-    full, _ = run(cls, groups, dict(common, foreach=foreach), fused=False, **steps)
+    steps, eps = 6, torch.finfo(torch.bfloat16).eps
+    x0 = [(1e-3 * p).bfloat16().float() for p in initial_params()]
+    options = dict(common, foreach=foreach)
+    full, _ = run(cls, groups, options, False, dtype=torch.float32, steps=steps, params=x0)
     half_state, opt = run(
-        cls, groups, dict(common, foreach=foreach, state_dtype=torch.bfloat16), False, **steps
+        cls,
+        groups,
+        dict(options, state_dtype=torch.bfloat16),
+        False,
+        dtype=torch.float32,
+        steps=steps,
+        params=x0,
     )
     assert all(
         t.dtype == torch.bfloat16 for s in opt.state.values() for t in s.values() if t.dim() > 0
     )
+    bf16_x0 = [p.bfloat16() for p in x0]
     bf16_params, opt = run(
-        cls, groups, dict(common, foreach=foreach), False, steps=6, dtype=torch.bfloat16
+        cls, groups, options, False, dtype=torch.bfloat16, steps=steps, params=bf16_x0
     )
+    assert all(p.dtype == torch.bfloat16 for p in bf16_params)
     assert all(
         s["exp_avg" if "exp_avg" in s else "momentum_buffer"].dtype == torch.float32
         for s in opt.state.values()
     )
-    for a, b, c in zip(full, half_state, bf16_params):
-        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-2)
-        torch.testing.assert_close(c.float(), a, rtol=2e-2, atol=2e-2)
+    assert within_rounding_of(half_state, full, x0, eps, steps)
+    assert within_rounding_of(bf16_params, full, x0, eps, steps)
+    # negative controls
+    assert not within_rounding_of(x0, full, x0, eps, steps)
+    one_short, _ = run(cls, groups, options, False, dtype=torch.float32, steps=steps - 1, params=x0)
+    assert not within_rounding_of(one_short, full, x0, eps, steps)
 
 
 # -- state_dict interchange --------------------------------------------------------------------

@@ -22,13 +22,12 @@ from adaptopt.optim import (
 )
 
 OURS = [n for n in available_optimizers() if n not in ("sgd", "adam", "adamw", "adagrad")]
-HPARAMS = {"sgdol": {}, "sgd": {"lr": 0.1, "momentum": 0.9}}
+# SGDOL's lr multiplies its learned step size: 1 is SGDOL itself.
+HPARAMS = {"sgdol": {"lr": 1.0}, "sgd": {"lr": 0.1, "momentum": 0.9}}
 
 
 def make(name, params, **overrides):
     hp = {"lr": 1e-2, **HPARAMS.get(name, {}), **overrides}
-    if name == "sgdol":
-        hp.pop("lr")
     return create_optimizer(name, params, **hp)
 
 
@@ -216,17 +215,55 @@ def test_maximize_equals_minimizing_the_negation(name):
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", sorted(set(OURS) - {"sgdol"}))
+def constant_gradient_closure(opt, x, value=0.7):
+    """A closure whose gradient is ``value`` everywhere, whatever x (SGDOL calls it twice)."""
+
+    def closure():
+        opt.zero_grad()
+        loss = value * x.sum()
+        loss.backward()
+        return loss
+
+    return closure
+
+
+@pytest.mark.parametrize("name", OURS)
 def test_lr_scheduler_controls_the_step(name):
     x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
     opt = make(name, [x], weight_decay=0.1, weight_decay_mode="decoupled")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.0 if step >= 2 else 1.0)
+    closure = constant_gradient_closure(opt, x)
     for step in range(4):
         before = x.detach().clone()
-        x.grad = torch.full_like(x, 0.7)
-        opt.step()
+        opt.step(closure)
         sched.step()
         assert torch.equal(x, before) == (step >= 2)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_lr_scheduler_factor_equals_a_scaled_lr(name):
+    """A scheduler's multiplier c acts as the lr c·lr0 given at construction (step after step,
+    bitwise), and it changes the trajectory: an optimizer that overwrote or ignored the
+    scheduled lr (SGDOL once kept its learned step size in ``lr``) fails this."""
+    lr0 = HPARAMS.get(name, {}).get("lr", 1e-2)
+    options = dict(weight_decay=0.1, weight_decay_mode="decoupled")
+    h, x0 = quadratic_problem(seed=2)
+    trajectories = []
+    for scheduled in (True, False, None):  # scheduler ×0.5; lr0/2 given; lr0, no scheduler
+        x = torch.nn.Parameter(x0.clone())
+        opt = make(name, [x], lr=lr0 * (1.0 if scheduled in (True, None) else 0.5), **options)
+        if scheduled:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+        closure = noisy_quadratic_closure(opt, x, h, torch.Generator().manual_seed(3))
+        trajectory = []
+        for _ in range(6):
+            opt.step(closure)
+            if scheduled:
+                sched.step()
+            trajectory.append(x.detach().clone())
+        trajectories.append(torch.stack(trajectory))
+    assert torch.equal(trajectories[0], trajectories[1])
+    assert not torch.allclose(trajectories[0], trajectories[2], rtol=1e-3, atol=0)
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -287,7 +324,8 @@ def test_sgdol_requires_a_closure():
 
 def test_sgdol_first_step_size_is_one_over_m():
     opt = SGDOL([torch.nn.Parameter(torch.ones(2))], smoothness=4.0, alpha=3.0)
-    assert opt.param_groups[0]["lr"] == 0.25
+    assert opt.param_groups[0]["learned_lr"] == 0.25
+    assert opt.param_groups[0]["lr"] == 1.0  # the multiplier that schedulers change
 
 
 # -- errors ----------------------------------------------------------------------------------

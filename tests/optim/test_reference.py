@@ -281,18 +281,34 @@ def test_adam_prox_l2_and_decoupled_equal_torch_adam_and_adamw():
             torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
-def test_sgdol_matches_reference():
-    """Two gradient sequences (g, g'); η_t played before the sums see step t (SPEC.md §1.4)."""
+SGDOL_GROUPS = [
+    dict(smoothness=5.0, alpha=2.0),
+    dict(smoothness=10.0, alpha=10.0, weight_decay=1e-2),
+]
+
+
+def sgdol_gradients(correlation=1.0):
+    """Two gradient sequences (g, g'): g' = c·g + independent noise of g's size, present
+    exactly when g is; E⟨g, g'⟩/‖g‖² = c, so η drifts from 1/M towards c/M."""
     first = gradient_sequence(seed=21)
-    # g' = g + independent noise, present exactly when g is.
     noise = torch.Generator().manual_seed(22)
     second = [
-        [None if g is None else g + torch.randn(g.shape, generator=noise, dtype=g.dtype) for g in r]
+        [
+            None
+            if g is None
+            else correlation * g + g.abs().max() * torch.randn(g.shape, generator=noise).double()
+            for g in r
+        ]
         for r in first
     ]
+    return first, second
+
+
+def run_sgdol(groups, first, second, schedule=None):
+    """The library's SGDOL over the sequences, under ``LambdaLR(schedule)`` if given."""
     params = [p.clone().requires_grad_() for p in initial_params()]
-    hp = [dict(smoothness=5.0, alpha=2.0), dict(smoothness=10.0, alpha=10.0, weight_decay=1e-2)]
-    opt = SGDOL([dict(params=params[:2], **hp[0]), dict(params=params[2:], **hp[1])])
+    opt = SGDOL([dict(params=params[:2], **groups[0]), dict(params=params[2:], **groups[1])])
+    scheduler = None if schedule is None else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     for r1, r2 in zip(first, second):
         calls = iter((r1, r2))
 
@@ -303,23 +319,132 @@ def test_sgdol_matches_reference():
             return torch.zeros(())
 
         opt.step(closure)
+        if scheduler is not None:
+            scheduler.step()
+    return [p.detach() for p in params], opt
 
+
+def sgdol_reference(groups, first, second, step_size):
+    """SPEC.md §1.4 in float64 scalars: per group, η_t = clip(S_ip/(M S_g), 0, 2/M) is played
+    before the sums see step t, as the step size ``step_size(k, t, η_t)`` of group k (the
+    multiplier times η_t). Returns the parameters and each group's η after the last step."""
     xs = initial_params()
-    groups = [(range(0, 2), hp[0]), (range(2, 4), hp[1])]
-    sums = [[h["alpha"], h["alpha"]] for _, h in groups]
-    for r1, r2 in zip(first, second):
-        for k, (idx, h) in enumerate(groups):
-            wd, big_m = h.get("weight_decay", 0.0), h["smoothness"]
+    blocks = [(range(0, 2), h) for h in groups[:1]] + [(range(2, 4), h) for h in groups[1:]]
+    sums = [[h["alpha"], h["alpha"]] for _, h in blocks]
+    etas = [1 / h["smoothness"] for _, h in blocks]
+    for t, (r1, r2) in enumerate(zip(first, second)):
+        for k, (idx, h) in enumerate(blocks):
+            wd, mode = h.get("weight_decay", 0.0), h.get("weight_decay_mode", "l2")
+            big_m = h["smoothness"]
             eta = min(max(sums[k][0] / (big_m * sums[k][1]), 0.0), 2.0 / big_m)
+            size = step_size(k, t, eta)
             for i in idx:
                 if r1[i] is None:
                     continue
-                g, g2 = r1[i] + wd * xs[i], r2[i] + wd * xs[i]
+                coupled = wd if mode == "l2" else 0.0
+                g, g2 = r1[i] + coupled * xs[i], r2[i] + coupled * xs[i]
                 sums[k][0] += float((g * g2).sum())
                 sums[k][1] += float((g * g).sum())
-                xs[i] = xs[i] - eta * g
+                xs[i] = decay_and_step(xs[i], size * g, size, wd, mode)
+            etas[k] = min(max(sums[k][0] / (big_m * sums[k][1]), 0.0), 2.0 / big_m)
+    return xs, etas
+
+
+def test_sgdol_matches_reference():
+    """η_t played before the sums see step t (SPEC.md §1.4); lr = 1 by default."""
+    first, second = sgdol_gradients()
+    params, opt = run_sgdol(SGDOL_GROUPS, first, second)
+    xs, etas = sgdol_reference(SGDOL_GROUPS, first, second, lambda k, t, eta: eta)
     for a, e in zip(params, xs):
-        torch.testing.assert_close(a.detach(), e, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    for group, eta in zip(opt.param_groups, etas):
+        assert group["lr"] == 1.0
+        assert group["learned_lr"] == pytest.approx(eta, rel=1e-12)
+
+
+def test_sgdol_under_lambda_lr_steps_lr_times_learned_eta():
+    """Under LambdaLR the step is lr_t × η_t: lr_t = lr0·λ(t) from the scheduler (per group
+    lr0), η_t from the FTRL rule, which the schedule does not touch. Negative controls: the
+    schedule ignored (step η_t) and the scheduled lr used as the step size (plain SGD with
+    η = lr0·λ(t)/M, what a scheduler overwriting the learned step size gives) both fail."""
+    groups = [
+        dict(SGDOL_GROUPS[0], lr=1.0),
+        dict(SGDOL_GROUPS[1], lr=0.5, weight_decay=0.2, weight_decay_mode="decoupled"),
+    ]
+    lr0 = [g["lr"] for g in groups]
+
+    def schedule(t):
+        return 0.9**t * (1.0, 0.25, 2.0)[t % 3]
+
+    first, second = sgdol_gradients(correlation=0.3)
+    params, opt = run_sgdol(groups, first, second, schedule)
+    xs, etas = sgdol_reference(groups, first, second, lambda k, t, eta: lr0[k] * schedule(t) * eta)
+    for a, e in zip(params, xs):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    for group, eta, lr in zip(opt.param_groups, etas, lr0):
+        assert group["learned_lr"] == pytest.approx(eta, rel=1e-12)
+        assert group["lr"] == pytest.approx(lr * schedule(len(first)), rel=1e-15)
+    for eta, group in zip(etas, groups):  # η moved away from η_1 = 1/M
+        assert abs(eta * group["smoothness"] - 1) > 0.2
+
+    big_m = [g["smoothness"] for g in groups]
+    wrong = {
+        "schedule ignored": lambda k, t, eta: eta,
+        "plain SGD at the scheduled lr": lambda k, t, eta: schedule(t) * lr0[k] / big_m[k],
+    }
+    for name, step_size in wrong.items():
+        control, _ = sgdol_reference(groups, first, second, step_size)
+        mismatch = any(
+            not torch.allclose(a, e, rtol=1e-12, atol=1e-12) for a, e in zip(params, control)
+        )
+        assert mismatch, name
+
+
+def test_sgdol_constant_multiplier_one_is_the_unscheduled_step_bitwise():
+    """LambdaLR(λ ≡ 1) over the default lr = 1: every step is exactly 1·η_t, the step SGDOL
+    takes without a scheduler (and without a multiplier: x − η_t g_t, test above)."""
+    first, second = sgdol_gradients()
+    plain, plain_opt = run_sgdol(SGDOL_GROUPS, first, second)
+    scheduled, scheduled_opt = run_sgdol(SGDOL_GROUPS, first, second, lambda t: 1.0)
+    for a, b in zip(plain, scheduled):
+        assert torch.equal(a, b)
+    for a, b in zip(plain_opt.param_groups, scheduled_opt.param_groups):
+        assert a["learned_lr"] == b["learned_lr"] and b["lr"] == 1.0
+
+
+def test_sgdol_loads_a_state_dict_that_kept_eta_in_lr():
+    """State dicts saved when ``lr`` held η_{t+1} (no ``learned_lr``) load as learned_lr = η,
+    lr = 1, and continue exactly like the optimizer that saved them."""
+    first, second = sgdol_gradients()
+    half = len(first) // 2
+    params, opt = run_sgdol(SGDOL_GROUPS, first[:half], second[:half])
+    saved = opt.state_dict()
+    for group in saved["param_groups"]:
+        group["lr"] = group.pop("learned_lr")
+    restored_params = [p.clone().requires_grad_() for p in params]
+    restored = SGDOL(
+        [
+            dict(params=restored_params[:2], **SGDOL_GROUPS[0]),
+            dict(params=restored_params[2:], **SGDOL_GROUPS[1]),
+        ]
+    )
+    restored.load_state_dict(saved)
+    for a, b in zip(restored.param_groups, opt.param_groups):
+        assert a["learned_lr"] == b["learned_lr"] and a["lr"] == 1.0
+        assert a["sum_inner_product"] == b["sum_inner_product"]
+    for o in (opt, restored):
+        ps = [p for group in o.param_groups for p in group["params"]]
+        for r1, r2 in zip(first[half:], second[half:]):
+            calls = iter((r1, r2))
+
+            def closure(calls=calls, ps=ps):
+                for p, g in zip(ps, next(calls)):
+                    p.grad = None if g is None else g.clone()
+                return torch.zeros(())
+
+            o.step(closure)
+    for a, b in zip(params, restored_params):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -16,7 +16,10 @@ one pass over memory per tensor (plus one read-only pass for global norms), disp
 :meth:`BaseOptimizer._fused_step`.
 
 State tensors have the dtype ``state_dtype`` (default: the parameter dtype, float32 for
-bf16/fp16 parameters) in every path.
+bf16/fp16 parameters) in every path. Step counters (``state["step"]``) are float64 0-d tensors
+(``STEP_DTYPE``): they count exactly up to 2^53 steps (float32, torch's choice, stops at 2^24),
+and bias corrections are computed from the exact count; float32 counters of older state dicts
+are converted on loading.
 """
 
 from __future__ import annotations
@@ -93,6 +96,16 @@ def default_fused(params: Iterable[Tensor]) -> bool:
     if _fused.native_available():
         return True
     return sum(p.numel() for p in params) >= FUSED_MIN_NUMEL and _fused.cpp_compiler_available()
+
+
+# dtype of the ``step`` counters: exact integers up to 2^53 (float32 stops at 2^24 = 16,777,216),
+# and a float dtype, so that ``beta ** step`` stays a float64 tensor on the device.
+STEP_DTYPE = torch.float64
+
+
+def step_counter(value: Tensor | float | int, device: torch.device | str | None) -> Tensor:
+    """A ``step`` counter: a new float64 0-d tensor on ``device`` holding ``value``."""
+    return torch.as_tensor(value).to(device=device, dtype=STEP_DTYPE, copy=True).reshape(())
 
 
 # Group entries that choose how a step is computed, not what it computes: they stay the
@@ -193,13 +206,16 @@ class BaseOptimizer(torch.optim.Optimizer):
                 self._restore_state(group, p, state_dict["state"].get(saved_id, {}))
 
     def _restore_state(self, group: dict[str, Any], p: Tensor, saved: dict[str, Any]) -> None:
-        """After torch's loading: ``step`` on the parameter device for fused groups, state
-        tensors in the state dtype (re-read from ``saved``: torch cast them to p's dtype)."""
+        """After torch's loading: ``step`` a float64 counter (``STEP_DTYPE``, re-read from
+        ``saved``: torch casts it to float32 when the saved group was fused; older state dicts
+        hold float32 counters) on the parameter device for fused groups, else on the CPU;
+        state tensors in the state dtype (re-read from ``saved``: torch cast them to p's
+        dtype)."""
         state, dtype = self.state[p], self._state_dtype(group, p)
         for key, value in list(state.items()):
             if key == "step":
-                if group["fused"]:
-                    state[key] = value.to(p.device)
+                device = p.device if group["fused"] else "cpu"
+                state[key] = step_counter(saved.get(key, value), device)
             elif torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype:
                 state[key] = saved[key].to(device=p.device, dtype=dtype)
 

@@ -19,6 +19,7 @@ from adaptopt.optim._base import (
     check_unit_interval,
     foreach_safe_div,
     safe_div,
+    step_counter,
 )
 from adaptopt.optim._weight_decay import WeightDecayMode
 
@@ -57,7 +58,8 @@ class GeneralizedSignSGD(BaseOptimizer):
         state_dtype: dtype of ``exp_avg``/``exp_avg_sq`` (default: the parameter dtype,
             float32 for bf16/fp16 parameters); ``torch.bfloat16`` halves the state memory.
 
-    State per parameter: ``step``, ``exp_avg`` (m) and, if :math:`\beta_2 > 0`, ``exp_avg_sq`` (v).
+    State per parameter: ``step`` (a float64 0-d tensor: the bias corrections use the exact
+    count up to 2^53 steps), ``exp_avg`` (m) and, if :math:`\beta_2 > 0`, ``exp_avg_sq`` (v).
     """
 
     # v accumulates m_t^2 here; Adam (``AdamProx``) accumulates g_t^2 with the same machinery.
@@ -103,11 +105,11 @@ class GeneralizedSignSGD(BaseOptimizer):
         check_nonnegative("eps", group["eps"])
 
     def _state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
-        """The state of ``p``; the fused step keeps ``step`` on the parameter device."""
+        """The state of ``p``; the fused step keeps ``step`` (float64, exact to 2^53 steps) on
+        the parameter device."""
         state = self.state[p]
         if not state:
-            device = p.device if group["fused"] else None
-            state["step"] = torch.zeros((), dtype=torch.float32, device=device)
+            state["step"] = step_counter(0, p.device if group["fused"] else "cpu")
             state["exp_avg"] = self._zeros(group, p)
         if self._betas(group)[1] > 0 and "exp_avg_sq" not in state:
             state["exp_avg_sq"] = self._zeros(group, p)

@@ -16,16 +16,22 @@ class SGDOL(BaseOptimizer):
 
     Each step draws two independent stochastic gradients :math:`g_t, g'_t` at :math:`x_t` and
     plays the step size learned from the surrogate losses
-    :math:`\ell_s(\eta) = -\eta \langle g_s, g'_s\rangle + \tfrac{M}{2}\eta^2\|g_s\|^2`, s < t:
+    :math:`\ell_s(\eta) = -\eta \langle g_s, g'_s\rangle + \tfrac{M}{2}\eta^2\|g_s\|^2`, s < t,
+    times the multiplier :math:`\rho_t` = ``lr`` (1 by default; LR schedulers change it):
 
     .. math::
         \begin{aligned}
-        x_{t+1} &= x_t - \eta_t g_t \\
+        x_{t+1} &= x_t - \rho_t \eta_t g_t \\
         S^{ip}_t &= \alpha + \textstyle\sum_{s \le t} \langle g'_s, g_s\rangle, \qquad
         S^{g}_t = \alpha + \textstyle\sum_{s \le t} \|g_s\|^2 \\
         \eta_{t+1} &= \mathrm{clip}\big(S^{ip}_t / (M S^{g}_t),\ 0,\ 2/M\big),
         \qquad \eta_1 = 1/M
         \end{aligned}
+
+    With :math:`\rho_t = 1` this is the authors' SGDOL (``zhenxun-zhuang/SGDOL``, ``sgdol.py``:
+    FTRL-proximal, the step size of a round computed before its gradients are added to the
+    sums). The learner never sees :math:`\rho_t`: a schedule scales the steps played, not
+    the sums.
 
     **Two gradients per step.** :meth:`step` requires a closure and calls it twice. Each call
     must compute the loss on a *fresh, independent* minibatch, call ``backward()`` and return
@@ -43,15 +49,20 @@ class SGDOL(BaseOptimizer):
         loss = opt.step(closure)  # returns the first call's loss; consumes two minibatches
 
     Each param group is its own learner (one group: the single global step size of the
-    dissertation). ``group["lr"]`` always holds the step size the next step will use
-    (:math:`\eta_{t+1}`) and is overwritten by every step; the sums are kept in the group as
-    ``sum_inner_product`` and ``sum_grad_sq``, so they survive ``state_dict`` round trips.
+    dissertation). The learned state is kept in the group, so it survives ``state_dict``
+    round trips: ``learned_lr`` (:math:`\eta_{t+1}`, the step size the next step plays),
+    ``sum_inner_product`` (:math:`S^{ip}`) and ``sum_grad_sq`` (:math:`S^{g}`). ``lr`` is
+    only the multiplier :math:`\rho`; the step size applied is ``lr * learned_lr``. A state
+    dict saved when ``lr`` held :math:`\eta` (no ``learned_lr`` entry) loads as
+    ``learned_lr`` = that value and ``lr`` = 1.
 
     Args:
         smoothness: :math:`M > 0`, an estimate of the smoothness constant (authors: 10).
         alpha: :math:`\alpha > 0`, the initial regulariser of both sums (authors: 10).
         weight_decay, weight_decay_mode: see ``adaptopt.optim._weight_decay`` (in ``"l2"`` mode
-            both gradients include :math:`\lambda x_t`).
+            both gradients include :math:`\lambda x_t`; the decoupled and proximal modes use
+            the step size :math:`\rho_t \eta_t`).
+        lr: the multiplier :math:`\rho \ge 0` of the learned step size (default 1: SGDOL).
     """
 
     def __init__(
@@ -62,10 +73,12 @@ class SGDOL(BaseOptimizer):
         weight_decay: float = 0.0,
         weight_decay_mode: WeightDecayMode = "l2",
         *,
+        lr: float = 1.0,
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
         defaults = dict(
+            lr=lr,
             smoothness=smoothness,
             alpha=alpha,
             weight_decay=weight_decay,
@@ -80,7 +93,15 @@ class SGDOL(BaseOptimizer):
         check_positive("alpha", group["alpha"])
         group.setdefault("sum_inner_product", float(group["alpha"]))
         group.setdefault("sum_grad_sq", float(group["alpha"]))
-        group.setdefault("lr", _step_size(group))
+        group.setdefault("learned_lr", _step_size(group))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Also the end of ``load_state_dict``: groups saved when ``lr`` held the learned step
+        size (no ``learned_lr``) get ``learned_lr = lr`` and the multiplier ``lr = 1``."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            if "learned_lr" not in group:
+                group["learned_lr"], group["lr"] = float(group["lr"]), 1.0
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
@@ -112,12 +133,12 @@ class SGDOL(BaseOptimizer):
             apply_update(
                 params,
                 grads,
-                group["lr"],
+                group["lr"] * group["learned_lr"],
                 group["weight_decay"],
                 group["weight_decay_mode"],
                 group["foreach"],
             )
-            group["lr"] = _step_size(group)
+            group["learned_lr"] = _step_size(group)
         return loss
 
 

@@ -237,7 +237,8 @@ def gsignsgd(
     square_gradient: bool = False,
 ) -> None:
     """Generalized SignSGD (``exp_avg_sqs=None`` when β2 = 0: Signum, SignSGD) or, with
-    ``square_gradient``, Adam; increments ``steps`` (on the parameter device)."""
+    ``square_gradient``, Adam; increments ``steps`` (float64 counters, exact to 2^53, on the
+    parameter device)."""
     device = check_devices(params)
     torch._foreach_add_(steps, 1)
     bc1: Scalar = 1.0

@@ -5,6 +5,7 @@ from adaptopt.data import (
     DatasetCorruptError,
     batchify,
     lm_batches,
+    lm_windows,
     load_ptb,
     load_wikitext2,
 )
@@ -74,19 +75,49 @@ def test_random_lengths_follow_awd_lstm_and_are_seeded():
     data = batchify(torch.arange(400_000), 4)
     bptt = 70
 
-    def lengths(seed):
-        g = torch.Generator().manual_seed(seed)
-        windows = list(lm_batches(data, bptt, g, random_length=True))
-        assert torch.equal(torch.cat([x for x, _ in windows]), data[:-1])
-        assert torch.equal(torch.cat([y for _, y in windows]), data[1:])
-        return torch.tensor([len(x) for x, _ in windows[:-1]], dtype=torch.float64)
+    def windows(seed):
+        return list(lm_windows(data, bptt, torch.Generator().manual_seed(seed), True))
 
-    a = lengths(0)
-    assert torch.equal(a, lengths(0)) and not torch.equal(a[:50], lengths(1)[:50])
-    assert a.min() >= 5
+    first = windows(0)
+    drawn = torch.tensor([w.seq_len for w in first], dtype=torch.float64)
+    # consecutive windows: each starts where the previous drawn length ends
+    start = 0
+    for w in first:
+        n = min(w.seq_len, len(data) - 1 - start)
+        assert torch.equal(w.x, data[start : start + n])
+        assert torch.equal(w.y, data[start + 1 : start + 1 + n])
+        start += w.seq_len
+    assert [w.seq_len for w in windows(0)] == drawn.tolist()
+    assert not torch.equal(drawn[:50], torch.tensor([w.seq_len for w in windows(1)[:50]]))
+    assert drawn.min() >= 5
     # mixture: 95% N(70, 5), 5% N(35, 5) (truncated to int): mean ~ 68.0, short mode ~ 5%
-    assert abs(a.mean().item() - (0.95 * 69.5 + 0.05 * 34.5)) < 1.0
-    assert 0.03 < (a < 52).double().mean().item() < 0.07
+    assert abs(drawn.mean().item() - (0.95 * 69.5 + 0.05 * 34.5)) < 1.0
+    assert 0.03 < (drawn < 52).double().mean().item() < 0.07
+    pairs = list(lm_batches(data, bptt, torch.Generator().manual_seed(0), random_length=True))
+    assert all(torch.equal(x, w.x) and torch.equal(y, w.y) for (x, y), w in zip(pairs, first))
+
+
+def test_random_length_windows_stop_as_awd_lstm_training_does():
+    """Windows start while i < T − 2; the last is cut to the data but keeps its drawn length.
+
+    The drawn lengths do not depend on the data, so a stream cut to T rows replays the same
+    windows: T = s_k + 2 puts window k's start at T − 2 (not yielded), T = s_k + 3 at T − 3
+    (yielded, two rows long)."""
+    data = batchify(torch.arange(4_000), 4)
+    full = list(lm_windows(data, 20, torch.Generator().manual_seed(0), True))
+    starts = torch.tensor([0] + [w.seq_len for w in full]).cumsum(0).tolist()
+    k = 4
+    for rows, count, last_len in ((starts[k] + 2, k, None), (starts[k] + 3, k + 1, 2)):
+        cut = list(lm_windows(data[:rows], 20, torch.Generator().manual_seed(0), True))
+        assert len(cut) == count
+        assert [w.seq_len for w in cut] == [w.seq_len for w in full[:count]]
+        if last_len is not None:
+            assert len(cut[-1].x) == last_len < cut[-1].seq_len
+            assert torch.equal(cut[-1].y, data[rows - 2 : rows])
+    # negative control: fixed-length (evaluation) windows run while a target row remains
+    assert [len(x) for x, _ in lm_batches(data[:15], 7)] == [7, 7]
+    assert [len(x) for x, _ in lm_batches(data[:16], 7)] == [7, 7, 1]
+    assert [w.seq_len for w in lm_windows(data[:16], 7)] == [7, 7, 7]
 
 
 def test_real_ptb_counts_match_the_readme():

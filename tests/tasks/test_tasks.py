@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -104,8 +105,80 @@ def test_awdlstm_carries_state_across_segments_but_not_into_probes(build):
     torch.testing.assert_close(task.loss(model, b2), ref2)
     task.start_epoch(model)
     torch.testing.assert_close(task.loss(model, b1), ref1)
-    assert task.batch_lr_scale(b1) == b1.x.size(0) / task.bptt
+    assert task.batch_lr_scale(b1) == b1.x.size(0) / task.bptt == b1.seq_len / task.bptt
     assert task.bptt == 10 and task.random_length
+
+
+def test_awdlstm_reports_cross_entropy_without_ar_tar(build):
+    task = build("ptb-awdlstm", smoke=True)
+    torch.manual_seed(0)
+    model = task.build_model().eval()  # no dropout: deterministic
+    batch = next(iter(task.train_batches(0, torch.Generator().manual_seed(0), CPU)))
+    out = model(batch.x)
+    ce = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), batch.y.flatten())
+    penalties = 2.0 * out.ar + 1.0 * out.tar  # the authors' α = 2, β = 1
+    assert penalties > 1e-3 * ce  # negative control: the two losses differ
+    task.start_epoch(model)
+    objective, reported = task.loss_terms(model, batch)
+    torch.testing.assert_close(objective, ce + penalties)
+    torch.testing.assert_close(reported, ce)
+    assert objective.requires_grad and not reported.requires_grad
+    task.start_epoch(model)
+    torch.testing.assert_close(task.loss(model, batch), ce + penalties)
+
+
+def test_awdlstm_scales_the_step_by_the_drawn_length_also_for_the_cut_last_segment(build):
+    task = build("ptb-awdlstm", smoke=True)
+    task.budget = dataclasses.replace(task.budget, max_steps_per_epoch=None)
+    segments = list(task.train_batches(0, torch.Generator().manual_seed(0), CPU))
+    last = segments[-1]
+    data_rows = len(task.splits["train"]) // task.budget.batch_size
+    start = sum(s.seq_len for s in segments[:-1])
+    assert start < data_rows - 2 <= start + last.seq_len  # the loop's stop rule
+    assert len(last.x) == min(last.seq_len, data_rows - 1 - start)
+    assert all(task.batch_lr_scale(s) == s.seq_len / task.bptt for s in segments)
+    cut = last._replace(x=last.x[:2], y=last.y[:2], seq_len=13)  # a window cut to the data
+    assert task.batch_lr_scale(cut) == 13 / task.bptt
+    assert task.batch_lr_scale(cut._replace(seq_len=None)) == 2 / task.bptt
+
+
+def test_ptb_task_defaults_follow_the_authors_script(build):
+    task = build("ptb-awdlstm", smoke=True)
+    assert task.iterate_averaging == 5  # nonmono
+    assert task.eval_batch_size["valid"] == 10 and task.eval_batch_size["test"] == 2
+    assert (task.alpha, task.beta) == (2.0, 1.0)
+    assert task.clip_grad_norm is None  # their PTB script clips only inside the clipped SGDs
+    names = {n for n, _ in task.build_model().named_parameters()}
+    assert {f"rnns.{i}.weight_hh_l0_raw" for i in range(3)} <= names
+    clean = build("ptb-awdlstm", smoke=True, weight_drop="clean").build_model()
+    assert not any(n.endswith("_raw") for n, _ in clean.named_parameters())
+    with pytest.raises(ValueError, match="weight_drop must be one of"):
+        build("ptb-awdlstm", smoke=True, weight_drop="rows")
+
+
+def test_ptb_hparams_are_the_authors_commands(build):
+    hp = build("ptb-awdlstm", smoke=True).hparams
+    adaptive = {"betas": (0.9, 0.999), "eps": 1e-8}
+    assert hp == {  # penntreebank/ReadMe.md of the authors' code
+        "gsignsgd": {"lr": 1e-3, "weight_decay": 1.2e-6, "bias_correction": True, **adaptive},
+        "adam": {"lr": 2e-3, "weight_decay": 5e-6, **adaptive},
+        "sgd": {"lr": 1.0, "momentum": 0.9, "weight_decay": 1e-5},
+        "sgd_clip_grad": {"lr": 50.0, "gamma": 10.0, "weight_decay": 1.2e-6},
+        "sgd_clip_momentum": {"lr": 20.0, "gamma": 2.5, "momentum": 0.9, "weight_decay": 1.2e-6},
+        "sgd_normalized": {"lr": 2.0, "momentum": 0.9, "weight_decay": 5e-6},
+    }
+    implicit = {  # the defaults left implicit are theirs too (coupled L2 weight decay)
+        "gsignsgd": {"weight_decay_mode": "l2"},
+        "adam": {"amsgrad": False, "decoupled_weight_decay": False},
+        "sgd": {"nesterov": False, "dampening": 0},
+        "sgd_clip_grad": {"momentum": 0.0, "nu": 0.0, "weight_decay_mode": "l2"},
+        "sgd_clip_momentum": {"nu": 1.0, "nesterov": False, "weight_decay_mode": "l2"},
+        "sgd_normalized": {"nesterov": False, "eps": 1e-10, "weight_decay_mode": "l2"},
+    }
+    model = torch.nn.Linear(2, 2)
+    for name, options in hp.items():
+        group = create_optimizer(name, model.parameters(), **options).param_groups[0]
+        assert {k: group[k] for k in implicit[name]} == implicit[name]
 
 
 def test_learning_rate_schedules(build):
@@ -129,7 +202,7 @@ FULL_SIZE = {  # SPEC.md §4 budgets and the models' parameter counts (see tests
     "cifar10-resnet20": (164, 128, 269_722),
     "fmnist-resnet20": (164, 128, 269_722 - 2 * 9 * 16),  # 1 input channel instead of 3
     "cifar10-resnet218-nobn": (164, 128, 3_469_770),
-    "ptb-awdlstm": (750, 40, 24_221_600),
+    "ptb-awdlstm": (750, 40, 24_221_600 + 11_220_000),  # + the authors' dropped W_hh copies
     "wikitext2-transformer": (5, 20, 13_828_478),
     "wikitext2-gpt2": (200, 256, 50_397_180 + (33_278 - 28_996) * 410),  # WikiText-2 vocabulary
     "multi30k-transformer": (400, 256, None),

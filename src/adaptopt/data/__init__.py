@@ -13,7 +13,16 @@ from adaptopt.data.images import (
     parse_cifar_batch,
     parse_idx,
 )
-from adaptopt.data.lm import Corpus, batchify, lm_batches, load_corpus, load_ptb, load_wikitext2
+from adaptopt.data.lm import (
+    Corpus,
+    LMWindow,
+    batchify,
+    lm_batches,
+    lm_windows,
+    load_corpus,
+    load_ptb,
+    load_wikitext2,
+)
 from adaptopt.data.locate import (
     DATASETS,
     DatasetCorruptError,
@@ -37,12 +46,14 @@ __all__ = [
     "DatasetNotFoundError",
     "DeviceImageLoader",
     "ImageData",
+    "LMWindow",
     "TranslationData",
     "batchify",
     "channel_stats",
     "crop_flip",
     "find_files",
     "lm_batches",
+    "lm_windows",
     "load_cifar10",
     "load_cifar100",
     "load_corpus",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -84,27 +85,56 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     return ids[: steps * batch_size].view(batch_size, steps).t().contiguous()
 
 
+class LMWindow(NamedTuple):
+    """A BPTT window: inputs ``x`` [T, B], next tokens ``y`` [T, B] and the drawn length.
+
+    ``seq_len`` is the length drawn for the window before it is cut to the end of the data, so
+    it exceeds ``len(x)`` for a truncated last window (AWD-LSTM scales the step by it).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    seq_len: int
+
+
+def lm_windows(
+    data: torch.Tensor,
+    bptt: int,
+    generator: torch.Generator | None = None,
+    random_length: bool = False,
+) -> Iterator[LMWindow]:
+    """Consecutive windows of ``data[T, B]``, ``y`` being ``x`` shifted by one step.
+
+    Fixed length (``random_length=False``): windows of ``bptt`` rows starting at 0, bptt, ...
+    while a target row remains (``i < T − 1``), the last one cut to the data — the evaluation
+    loop of word_language_model and AWD-LSTM.
+
+    ``random_length``: AWD-LSTM's training loop (Merity et al. 2018, §4.1; ``main.py`` there and
+    in the Generalized SignSGD authors' ``penntreebank/main_lstm.py``): the mean is ``bptt``
+    with probability 0.95, else ``bptt / 2``; the drawn length is ``max(5, int(N(mean, 5)))``,
+    from ``generator``; the window is that length cut to the data, and a window starts only
+    while at least two target rows remain (``i < T − 2``, so no final window of length 1).
+    """
+    if bptt < 1:
+        raise ValueError(f"bptt must be >= 1, got {bptt}")
+    i, end = 0, data.size(0) - 1
+    stop = end - 1 if random_length else end
+    while i < stop:
+        seq_len = bptt
+        if random_length:
+            mean = bptt if torch.rand((), generator=generator).item() < 0.95 else bptt / 2
+            seq_len = max(5, int(mean + 5 * torch.randn((), generator=generator).item()))
+        n = min(seq_len, end - i)
+        yield LMWindow(data[i : i + n], data[i + 1 : i + 1 + n], seq_len)
+        i += seq_len
+
+
 def lm_batches(
     data: torch.Tensor,
     bptt: int,
     generator: torch.Generator | None = None,
     random_length: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive ``(x, y)`` windows of ``data[T, B]``, ``y`` being ``x`` shifted by one step.
-
-    With ``random_length`` each window length follows AWD-LSTM (Merity et al. 2018, §4.1):
-    the mean is ``bptt`` with probability 0.95, else ``bptt / 2``; the length is
-    ``max(5, int(N(mean, 5)))``, drawn from ``generator``. The last window is truncated to the
-    data. The trainer may rescale the learning rate by ``x.size(0) / bptt`` as AWD-LSTM does.
-    """
-    if bptt < 1:
-        raise ValueError(f"bptt must be >= 1, got {bptt}")
-    i, end = 0, data.size(0) - 1
-    while i < end:
-        seq_len = bptt
-        if random_length:
-            mean = bptt if torch.rand((), generator=generator).item() < 0.95 else bptt / 2
-            seq_len = max(5, int(mean + 5 * torch.randn((), generator=generator).item()))
-        seq_len = min(seq_len, end - i)
-        yield data[i : i + seq_len], data[i + 1 : i + 1 + seq_len]
-        i += seq_len
+    """The ``(x, y)`` pairs of :func:`lm_windows` (same arguments, same windows)."""
+    for x, y, _ in lm_windows(data, bptt, generator, random_length):
+        yield x, y

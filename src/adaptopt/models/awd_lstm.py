@@ -5,21 +5,31 @@ A stack of one-layer LSTMs with the regularisers of Merity et al.:
 - embedding dropout: whole rows of the embedding matrix (words) dropped, rest rescaled;
 - locked (variational) dropout: one mask per sequence, shared over time, on the embedded
   input (``dropout_input``), between layers (``dropout_hidden``) and on the output (``dropout``);
-- weight drop (DropConnect) on every hidden-to-hidden matrix;
+- weight drop (DropConnect) on every hidden-to-hidden matrix, in one of two modes (below);
 - tied input/output embeddings (the last LSTM layer has ``emb_size`` units);
 - AR/TAR: the forward pass returns the unweighted activation regularisation
   mean(dropped_h²) and temporal activation regularisation mean((h_t − h_{t−1})²) of the last
   layer; the task weights them (α = 2, β = 1) into the training loss.
 
-Weight drop registers each weight exactly once: the LSTM's own ``weight_hh_l0`` *is* the raw
-weight, and the dropped copy only lives inside the forward pass (substituted with
-``torch.func.functional_call``). The public implementation registers both the raw and the
-dropped matrix, which counts the weight twice in global norms and weight decay.
+Weight drop modes (``weight_drop_mode``):
+
+- ``"authors"`` — what the paper's public PTB code (``penntreebank/model/dropout.py``) does:
+  one Bernoulli mask per *row* of W_hh (shape ``4H × 1``: a dropped row cuts every recurrent
+  input of one gate unit), kept rows rescaled by 1/(1−p); and W_hh is registered *twice*:
+  the raw weight ``weight_hh_l0_raw`` (the one that is trained) and the LSTM's own
+  ``weight_hh_l0``, which each training forward pass overwrites with the dropped matrix
+  mask ⊙ raw (with raw in eval mode). Both are parameters with gradients: the dropped copy gets
+  G = ∂L/∂(mask ⊙ raw) and the raw weight mask ⊙ G. The copy's own update is discarded by the
+  next overwrite, but its gradient (plus λ·copy under coupled weight decay, and its momentum
+  buffer) enters every global norm — those of the clipped and normalized SGDs among them.
+- ``"clean"`` — DropConnect of the AWD-LSTM paper: one Bernoulli mask per *entry* of W_hh,
+  rescaled by 1/(1−p); W_hh is registered once (the LSTM's ``weight_hh_l0`` is the raw weight,
+  the dropped matrix only lives inside the forward pass).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -27,6 +37,8 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # (h, c) per layer, each [1, B, H]
+WeightDropMode = Literal["authors", "clean"]
+WEIGHT_DROP_MODES: tuple[str, ...] = ("authors", "clean")
 
 
 class LMOutput(NamedTuple):
@@ -54,24 +66,68 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class WeightDropLSTM(nn.Module):
-    """A one-layer LSTM whose hidden-to-hidden matrix gets DropConnect in training."""
+    """A one-layer LSTM whose hidden-to-hidden matrix gets DropConnect in training.
 
-    def __init__(self, input_size: int, hidden_size: int, weight_drop: float) -> None:
+    ``mode="authors"`` masks whole rows and registers W_hh twice; ``"clean"`` masks entries and
+    registers it once (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        weight_drop: float,
+        mode: WeightDropMode = "authors",
+    ) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(input_size, hidden_size)
+        if mode not in WEIGHT_DROP_MODES:
+            raise ValueError(f"weight_drop_mode must be one of {WEIGHT_DROP_MODES}, got {mode!r}")
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop}")
+        # the authors' model wraps a layer (registering W_hh twice) only when p > 0
+        self.mode = mode if weight_drop > 0 else "clean"
         self.weight_drop = weight_drop
+        lstm = nn.LSTM(input_size, hidden_size)
+        if self.mode == "authors":  # the trained weight; lstm.weight_hh_l0 is its dropped copy
+            # both start from the LSTM's default initialisation (registered first, as theirs)
+            self.weight_hh_l0_raw = nn.Parameter(lstm.weight_hh_l0.detach().clone())
+        self.lstm = lstm
+
+    @property
+    def raw_weight_hh(self) -> nn.Parameter:
+        """The hidden-to-hidden weight that is trained (and used in eval mode)."""
+        return self.weight_hh_l0_raw if self.mode == "authors" else self.lstm.weight_hh_l0
+
+    def draw_mask(self) -> torch.Tensor:
+        """A fresh DropConnect mask with entries 0 or 1/(1−p): ``[4H, 1]`` (one per row) in
+        ``"authors"`` mode, ``[4H, H]`` (one per entry) in ``"clean"`` mode."""
+        raw = self.raw_weight_hh
+        shape = (raw.size(0), 1) if self.mode == "authors" else raw.shape
+        return F.dropout(raw.new_ones(shape), self.weight_drop, training=True)
 
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        if not self.training or self.weight_drop == 0:
-            return self.lstm(x, state)
-        dropped = F.dropout(self.lstm.weight_hh_l0, self.weight_drop, training=True)
-        return functional_call(self.lstm, {"weight_hh_l0": dropped}, (x, state))
+        drop = self.training and self.weight_drop > 0
+        raw = self.raw_weight_hh
+        if self.mode == "clean":
+            if not drop:
+                return self.lstm(x, state)
+            dropped = raw * self.draw_mask()
+            return functional_call(self.lstm, {"weight_hh_l0": dropped}, (x, state))
+        dropped = raw * self.draw_mask() if drop else raw
+        copy = self.lstm.weight_hh_l0
+        with torch.no_grad():  # the copy holds the matrix in use, as the optimizer will see it
+            copy.copy_(dropped)
+        # value: the dropped matrix; gradient G to the copy and mask ⊙ G to the raw weight
+        weight = dropped + (copy - copy.detach())
+        return functional_call(self.lstm, {"weight_hh_l0": weight}, (x, state))
 
 
 class AWDLSTM(nn.Module):
-    """3-layer AWD-LSTM; defaults are the PTB model of Merity et al. as run in paper §5.1."""
+    """3-layer AWD-LSTM; defaults are the PTB model of Merity et al. as run in paper §5.1
+    (the authors' ``penntreebank/model/awdlstm.py``: uniform(±0.1) embedding, zero decoder bias,
+    PyTorch's default LSTM initialisation, authors' weight drop)."""
 
     def __init__(
         self,
@@ -85,12 +141,14 @@ class AWDLSTM(nn.Module):
         dropout_input: float = 0.4,
         dropout_embedding: float = 0.1,
         weight_drop: float = 0.5,
+        weight_drop_mode: WeightDropMode = "authors",
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, emb_size)
         sizes = [emb_size] + [hidden_size] * (num_layers - 1) + [emb_size]
         self.rnns = nn.ModuleList(
-            WeightDropLSTM(sizes[i], sizes[i + 1], weight_drop) for i in range(num_layers)
+            WeightDropLSTM(sizes[i], sizes[i + 1], weight_drop, weight_drop_mode)
+            for i in range(num_layers)
         )
         self.decoder_bias = nn.Parameter(torch.zeros(vocab_size))  # weight tied to embedding
         self.dropout, self.dropout_hidden = dropout, dropout_hidden

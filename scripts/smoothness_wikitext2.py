@@ -6,10 +6,13 @@ WikiText-2 (PyTorch tutorial settings: SGD lr 5, gradient norm clipped at 0.5, b
 
 ``--preset paper`` is the paper's estimator (train mode with common dropout masks, F on 10% of
 the training data = 298 batches of 20 × 35 tokens): 7 forward/backward passes over those 298
-batches per probed step, about 2,000 training steps' worth, i.e. hours per probed step on two
-CPU cores; run it on an accelerator. ``--preset default`` evaluates F in eval mode on
-``--probe-batches`` training batches (default 1: a modified default preset, said so on the
-figures). The figures' titles name the preset, the probe set and the run length.
+batches per probed step, about 2,000 training steps' worth (measured: 4-13 s per pass on two
+shared CPU cores, i.e. 2-7 hours per probed step); run it on an accelerator.
+``--preset default`` evaluates F in eval mode on ``--probe-batches`` training batches
+(default 1: a modified default preset, said so on the figures). The figures' titles name the
+preset, the probe set and the run length. The committed ``docs/smoothness_wikitext2*.png`` are
+the 300-step run with the defaults (``--preset default``, 1 probe batch, every 3 steps):
+probe preset "default (modified)".
 
 Writes ``smoothness.jsonl`` to ``--run-dir`` and ``smoothness_wikitext2.png`` (global, Fig. 1a)
 and ``smoothness_wikitext2_coord.png`` (sampled coordinates per layer, Fig. 3) to ``--out``,

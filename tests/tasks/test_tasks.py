@@ -15,6 +15,8 @@ REQUIRED = [
     "cifar10-resnet20",
     "fmnist-resnet20",
     *(f"{d}-resnet{n}-nobn" for d in ("cifar10", "fmnist") for n in (20, 44, 56, 110, 218)),
+    "cifar10-resnet20-nobn-fixup",
+    "fmnist-resnet20-nobn-fixup",
     "ptb-awdlstm",
     "multi30k-transformer",
     "wikitext2-transformer",
@@ -201,7 +203,8 @@ def test_learning_rate_schedules(build):
 FULL_SIZE = {  # SPEC.md §4 budgets and the models' parameter counts (see tests/models)
     "cifar10-resnet20": (164, 128, 269_722),
     "fmnist-resnet20": (164, 128, 269_722 - 2 * 9 * 16),  # 1 input channel instead of 3
-    "cifar10-resnet218-nobn": (164, 128, 3_469_770),
+    "cifar10-resnet218-nobn": (300, 128, 3_461_690),  # bias-free convolutions, no BatchNorm
+    "cifar10-resnet218-nobn-fixup": (300, 128, 3_461_690 + 8_080),  # + one bias per channel
     "ptb-awdlstm": (750, 40, 24_221_600 + 11_220_000),  # + the authors' dropped W_hh copies
     "wikitext2-transformer": (5, 20, 13_828_478),
     "wikitext2-gpt2": (200, 256, 50_397_180 + (33_278 - 28_996) * 410),  # WikiText-2 vocabulary
@@ -237,7 +240,7 @@ def test_cifar10_hparams_are_the_authors(build):
     }
     assert hp["sgd_clip_grad"]["gamma"] == 1.0 and hp["sgd_clip_momentum"]["gamma"] == 0.1
     assert all(v["weight_decay"] == 1e-4 for v in hp.values())
-    assert build("cifar10-resnet20-nobn", smoke=True).hparams == {}
+    assert build("fmnist-resnet20-nobn", smoke=True).hparams == {}
 
 
 def test_missing_mnist_points_to_fmnist(tmp_path, monkeypatch):

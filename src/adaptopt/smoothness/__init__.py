@@ -2,11 +2,15 @@
 
 from adaptopt.smoothness.fit import SmoothnessFit, fit_l0_l1, fit_records
 from adaptopt.smoothness.plot import plot_records
+from adaptopt.smoothness.presets import PRESET_NAMES, PRESETS, ProbePreset
 from adaptopt.smoothness.probe import SmoothnessCallback, SmoothnessProbe
 from adaptopt.smoothness.records import GLOBAL, SmoothnessRecords, read_records
 
 __all__ = [
     "GLOBAL",
+    "PRESETS",
+    "PRESET_NAMES",
+    "ProbePreset",
     "SmoothnessCallback",
     "SmoothnessFit",
     "SmoothnessProbe",

@@ -12,6 +12,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from adaptopt.smoothness.fit import fit_l0_l1
+from adaptopt.smoothness.presets import describe
 from adaptopt.smoothness.records import GLOBAL, QUANTITIES, SmoothnessRecords
 
 _LABELS = {
@@ -30,15 +31,19 @@ def plot_records(
     layers: Sequence[str] | None = None,
     coverage: float = 1.0,
     max_panels: int = 12,
+    note: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Scatter ``smoothness`` against ``grad`` per layer with the fitted (L0, L1) line.
+
+    The figure's title names the probe preset(s) of the rows (``presets.py``), plus ``note``.
 
     Args:
         quantity: ``"norm"`` (Fig. 1; default layer ``"__global__"``) or ``"coord"`` (Fig. 3;
             default: every layer, thinned evenly to ``max_panels``).
         layers: layer names to draw, one panel each.
         coverage: fraction of points the fitted line must cover (see :func:`fit_l0_l1`).
+        note: an extra title line (e.g. the run's length).
         path: if given, the figure is saved there (PNG, PDF, ... by suffix).
     """
     if quantity not in QUANTITIES:
@@ -88,6 +93,8 @@ def plot_records(
         ax.legend(fontsize="small")
     for ax in axes[len(layers) :]:
         ax.set_visible(False)
+    title = "; ".join(describe(label) for label in rows.presets())
+    fig.suptitle(title if note is None else f"{title}\n{note}", fontsize="small")
     fig.supxlabel(xlabel)
     fig.supylabel(ylabel)
     fig.colorbar(scatter, ax=axes[: len(layers)].tolist(), label="iteration", aspect=20 * nrows)

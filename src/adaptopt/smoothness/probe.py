@@ -28,11 +28,16 @@ forked, so a probe does not advance the training's random numbers; module ``trai
 are restored afterwards. ``loss_fn`` must be a function of the model's parameters and the batch
 only (no state carried between calls).
 
-Mode: ``"eval"`` (default) evaluates F with dropout off and BatchNorm on running statistics,
-a deterministic function of x. ``"train"`` keeps the modules' modes as they are in training
-(dropout on, BatchNorm on batch statistics); every evaluation of probe batch k reseeds the RNG
-with ``seed + k``, so all points x_t + γd see the same dropout masks (common random numbers)
-and L̂_t measures one fixed function.
+Presets (``presets.py``): ``preset="default"`` (eval mode, γ ∈ {1/6,…,5/6}, every 200 steps)
+or ``"paper"`` (the paper's / Zhang et al.'s estimator: train mode, common dropout masks, every
+step; its callback probe set is 10% of the training data). Every row records the preset.
+
+Mode: ``"eval"`` evaluates F with dropout off and BatchNorm on running statistics, a
+deterministic function of x. ``"train"`` keeps the modules' modes as they are in training
+(dropout on, BatchNorm on batch statistics); at probed step t every evaluation of probe batch k
+reseeds the RNG streams with a seed derived from (``seed``, t, k), so x_t and all points
+x_t + γd see the same dropout masks (common random numbers: L̂_t measures one function),
+while different probed steps draw different masks.
 
 Cost per probed step: ``n_evals = 1 + |Γ| + [coords_per_layer > 0 and 1 ∉ Γ]``
 forward+backward passes over the P probe examples, i.e. an amortised overhead of about
@@ -57,13 +62,25 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from adaptopt.experiments.callbacks import Callback, RunContext
+from adaptopt.smoothness.presets import PAPER_GAMMAS, PRESETS, get_preset
 from adaptopt.smoothness.records import GLOBAL, RECORDS_FILE, append_rows
 
-DEFAULT_GAMMAS = (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)  # paper §5.2
-DEFAULT_EVERY = 200
+DEFAULT_GAMMAS = PAPER_GAMMAS  # paper §5.2
+DEFAULT_EVERY = PRESETS["default"].every
 DEFAULT_COORDS_PER_LAYER = 4
-DEFAULT_PROBE_BATCHES = 4  # callback: probe set size in training batches
+DEFAULT_PROBE_BATCHES = PRESETS["default"].max_batches  # callback: probe set size in batches
 MODES = ("eval", "train")
+MODIFIED = " (modified)"  # label suffix of a probe whose estimator differs from its preset
+
+
+class _FromPreset:
+    """Sentinel: take the value from the preset."""
+
+    def __repr__(self) -> str:
+        return "FROM_PRESET"
+
+
+FROM_PRESET: Any = _FromPreset()
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 Params = dict[str, Tensor]
@@ -107,6 +124,7 @@ def _rows(
     grad: Tensor,
     smoothness: Tensor,
     update: Tensor,
+    preset: str,
     index: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Record rows (see ``records.py``) of the points that moved (update > 0)."""
@@ -117,8 +135,15 @@ def _rows(
             row = {"step": step, "layer": layers[i], "quantity": quantity}
             if index is not None:
                 row["index"] = index[i]
-            rows.append(row | {"grad": g, "smoothness": s, "update": u})
+            rows.append(row | {"grad": g, "smoothness": s, "update": u, "preset": preset})
     return rows
+
+
+def _mask_seed(seed: int, step: int, batch: int) -> int:
+    """The RNG seed of probe batch ``batch`` at probed step ``step`` (a 63-bit mix)."""
+    mixed = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + batch) % (1 << 64)
+    mixed ^= mixed >> 31
+    return (mixed * 0x94D049BB133111EB) % (1 << 63)
 
 
 def _fork_rngs() -> contextlib.AbstractContextManager[None]:
@@ -139,13 +164,17 @@ class SmoothnessProbe:
     Args:
         loss_fn: ``loss_fn(model, batch) -> scalar``; F is its mean over the probe batches.
         batches: the fixed probe set (materialised once); None to pass batches per step.
-        every: probe steps t with ``t % every == 0``.
-        gammas: the sample locations Γ ⊂ (0, 1] of L̂_t (paper: {1/6, …, 5/6}).
+            The probe set is the caller's: :class:`SmoothnessCallback` draws the preset's.
+        preset: ``"default"`` or ``"paper"`` (``presets.py``): the defaults of ``every``,
+            ``gammas`` and ``mode``; recorded in every row (with `` (modified)`` when
+            ``gammas`` or ``mode`` are overridden).
+        every: probe steps t with ``t % every == 0`` (default: the preset's).
+        gammas: the sample locations Γ ⊂ (0, 1] of L̂_t (both presets: {1/6, …, 5/6}).
         coords_per_layer: coordinates sampled (once, seeded) per layer; 0 disables them.
         layers: glob patterns of parameter names that get per-layer and coordinate rows
             (default: every trainable parameter; ``()``: global rows only).
         mode: ``"eval"`` (all modules in eval mode) or ``"train"`` (modes left as they are)
-            while probing.
+            while probing (default: the preset's).
         seed: seeds the coordinate sample and, in train mode, the probe's dropout masks.
         path: JSONL file the rows are appended to (they are always kept in ``self.rows``).
     """
@@ -155,14 +184,19 @@ class SmoothnessProbe:
         loss_fn: LossFn,
         batches: Iterable[Any] | None = None,
         *,
-        every: int = DEFAULT_EVERY,
-        gammas: Sequence[float] = DEFAULT_GAMMAS,
+        preset: str = "default",
+        every: int | None = None,
+        gammas: Sequence[float] | None = None,
         coords_per_layer: int = DEFAULT_COORDS_PER_LAYER,
         layers: Sequence[str] | None = None,
-        mode: str = "eval",
+        mode: str | None = None,
         seed: int = 0,
         path: str | Path | None = None,
     ) -> None:
+        spec = get_preset(preset)
+        every = spec.every if every is None else every
+        gammas = spec.gammas if gammas is None else gammas
+        mode = spec.mode if mode is None else mode
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         if not gammas or any(not 0 < g <= 1 for g in gammas):
@@ -173,8 +207,11 @@ class SmoothnessProbe:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.loss_fn = loss_fn
         self.batches = None if batches is None else self._check_batches(batches)
+        self.preset = preset
         self.every = every
         self.gammas = tuple(sorted(set(gammas)))
+        same = self.gammas == tuple(sorted(set(spec.gammas))) and mode == spec.mode
+        self.label = preset if same else preset + MODIFIED  # recorded in every row
         self.coords_per_layer = coords_per_layer
         self.layers = layers
         self.mode = mode
@@ -210,7 +247,7 @@ class SmoothnessProbe:
         x = {n: p.detach().clone() for n, p in _trainable(model).items()}
         buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
         with self._probing(model):
-            grad = self._gradient(model, x, buffers, batches)
+            grad = self._gradient(model, x, buffers, batches, step)
         self._pending = _Snapshot(step, x, grad, buffers, batches)
 
     def after_step(self, model: nn.Module) -> list[dict[str, Any]]:
@@ -237,7 +274,7 @@ class SmoothnessProbe:
                     if gamma == 1
                     else {n: torch.lerp(snap.x[n], x_next[n], gamma) for n in names}
                 )
-                grad = self._gradient(model, shifted, snap.buffers, snap.batches)
+                grad = self._gradient(model, shifted, snap.buffers, snap.batches, snap.step)
                 if gamma == 1:
                     grad_next = grad
                 if gamma not in self.gammas:
@@ -258,6 +295,7 @@ class SmoothnessProbe:
             torch.cat([grad_sq.sum()[None], grad_sq])[keep].sqrt(),
             torch.cat([smooth_global[None], smooth])[keep],
             torch.cat([update_sq.sum()[None], update_sq])[keep].sqrt(),
+            self.label,
         )
         if grad_next is not None:
             rows += self._coord_rows(snap, x_next, grad_next)
@@ -300,7 +338,9 @@ class SmoothnessProbe:
             g0, g1 = snap.grad[n].flatten()[on], grad_next[n].flatten()[on]
             dx = (x_next[n].flatten()[on] - snap.x[n].flatten()[on]).abs()
             grad, ratio = torch.minimum(g0.abs(), g1.abs()), (g1 - g0).abs() / dx
-            rows += _rows(snap.step, "coord", [n] * len(idx), grad, ratio, dx, idx.tolist())
+            rows += _rows(
+                snap.step, "coord", [n] * len(idx), grad, ratio, dx, self.label, idx.tolist()
+            )
         return rows
 
     @contextlib.contextmanager
@@ -316,13 +356,16 @@ class SmoothnessProbe:
             for m, training in flags:
                 m.training = training
 
-    def _gradient(self, model: nn.Module, x: Params, buffers: Params, batches: list[Any]) -> Params:
-        """∇F at parameters ``x``, accumulated over the probe batches (F = mean batch loss)."""
+    def _gradient(
+        self, model: nn.Module, x: Params, buffers: Params, batches: list[Any], step: int
+    ) -> Params:
+        """∇F at parameters ``x``, accumulated over the probe batches (F = mean batch loss);
+        batch k of probed step ``step`` always draws the same random numbers (dropout masks)."""
         objective = _Objective(model, self.loss_fn)
         leaves = {n: t.detach().requires_grad_() for n, t in x.items()}
         total = {n: torch.zeros_like(t) for n, t in x.items()}
         for k, batch in enumerate(batches):
-            torch.manual_seed(self.seed + k)
+            torch.manual_seed(_mask_seed(self.seed, step, k))  # CPU and every accelerator
             state = {f"model.{n}": t for n, t in leaves.items()}
             # train mode updates BatchNorm statistics in place: give each pass fresh copies
             fresh = self.mode == "train"
@@ -339,30 +382,41 @@ class SmoothnessCallback(Callback):
     """Runs a :class:`SmoothnessProbe` in the trainer; rows go to ``run_dir/smoothness.jsonl``.
 
     The probe set is the first ``max_batches`` of ``task.probe_batches(fraction)``, drawn with a
-    generator seeded by ``seed``; F is ``task.loss`` averaged over it. ``options`` are the
-    keyword arguments of :class:`SmoothnessProbe` (``every``, ``gammas``, ``mode``, ...).
+    generator seeded by ``seed``; F is ``task.loss`` averaged over it. ``preset`` (``"default"``:
+    4 training batches, eval mode, every 200 steps; ``"paper"``: 10% of the training data,
+    train mode with common dropout masks, every step) gives the defaults of ``every``,
+    ``fraction``, ``max_batches`` and of the probe's ``gammas`` and ``mode``. ``options`` are
+    the other keyword arguments of :class:`SmoothnessProbe` (``gammas``, ``mode``, ...).
     On a resumed run, rows of steps not yet retaken are dropped from the file and redone.
     """
 
     def __init__(
         self,
         *,
-        fraction: float = 0.1,
-        max_batches: int | None = DEFAULT_PROBE_BATCHES,
+        preset: str = "default",
+        every: int | None = None,
+        fraction: float | None = None,
+        max_batches: int | None = FROM_PRESET,
         seed: int = 0,
         filename: str = RECORDS_FILE,
         **options: Any,
     ) -> None:
+        spec = get_preset(preset)
+        fraction = spec.fraction if fraction is None else fraction
+        max_batches = spec.max_batches if max_batches is FROM_PRESET else max_batches
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if max_batches is not None and max_batches < 1:
             raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
+        self.preset = preset
+        self.every = spec.every if every is None else every
         self.fraction = fraction
         self.max_batches = max_batches
         self.seed = seed
         self.filename = filename
         self.options = options
         self.probe: SmoothnessProbe | None = None
+        self._same_probe_set = (fraction, max_batches) == (spec.fraction, spec.max_batches)
 
     def on_train_begin(self, ctx: RunContext) -> None:
         gen = torch.Generator().manual_seed(self.seed)
@@ -374,8 +428,16 @@ class SmoothnessCallback(Callback):
             kept = [r for r in path.read_text().splitlines() if json.loads(r)["step"] < ctx.step]
             path.write_text("".join(r + "\n" for r in kept))
         self.probe = SmoothnessProbe(
-            ctx.task.loss, batches[: self.max_batches], seed=self.seed, path=path, **self.options
+            ctx.task.loss,
+            batches[: self.max_batches],
+            preset=self.preset,
+            every=self.every,
+            seed=self.seed,
+            path=path,
+            **self.options,
         )
+        if not self._same_probe_set and not self.probe.label.endswith(MODIFIED):
+            self.probe.label += MODIFIED
 
     def before_step(self, ctx: RunContext) -> None:
         self.probe.before_step(ctx.model, ctx.step)

@@ -3,13 +3,16 @@
 Row schema (SPEC.md §2; paper §5.2)::
 
     {"step": t, "layer": "__global__" | parameter name, "quantity": "norm" | "coord",
-     "grad": x, "smoothness": y, "update": u[, "index": j]}
+     "grad": x, "smoothness": y, "update": u, "preset": "default" | "paper" | ...[, "index": j]}
 
 - ``quantity="norm"`` (paper Fig. 1, and its per-layer restriction): ``grad`` = ‖∇F(x_t)‖,
   ``smoothness`` = L̂_t, ``update`` = ‖x_{t+1} − x_t‖ (over the layer's block for a layer).
 - ``quantity="coord"`` (paper Fig. 3): coordinate ``index`` (flat index into the parameter);
   ``grad`` = min(|∂_jF(x_t)|, |∂_jF(x_{t+1})|), ``smoothness`` = |∂_jF(x_{t+1}) − ∂_jF(x_t)| /
   |x_{t+1,j} − x_{t,j}|, ``update`` = |x_{t+1,j} − x_{t,j}|.
+- ``preset``: the probe setting that measured the row (``presets.py``; ``" (modified)"``
+  appended when the estimator was changed); rows written before presets existed read as
+  ``"unrecorded"``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 GLOBAL = "__global__"
 QUANTITIES = ("norm", "coord")
 RECORDS_FILE = "smoothness.jsonl"
+UNRECORDED = "unrecorded"  # preset of rows that do not name one
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class SmoothnessRecords:
     grad: np.ndarray  # float64
     smoothness: np.ndarray  # float64
     update: np.ndarray  # float64
+    preset: np.ndarray  # str
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> SmoothnessRecords:
@@ -57,6 +62,7 @@ class SmoothnessRecords:
             grad=np.array([r["grad"] for r in rows], dtype=np.float64),
             smoothness=np.array([r["smoothness"] for r in rows], dtype=np.float64),
             update=np.array([r.get("update", np.nan) for r in rows], dtype=np.float64),
+            preset=np.array([r.get("preset", UNRECORDED) for r in rows], dtype=str),
         )
 
     def __len__(self) -> int:
@@ -72,6 +78,11 @@ class SmoothnessRecords:
         if layer is not None:
             keep &= self.layer == layer
         return SmoothnessRecords(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
+    def presets(self) -> list[str]:
+        """Preset labels in order of first appearance."""
+        names, first = np.unique(self.preset, return_index=True)
+        return [str(names[i]) for i in np.argsort(first)]
 
     def layers(self) -> list[str]:
         """Layer names in order of first appearance."""

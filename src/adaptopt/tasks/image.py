@@ -4,12 +4,23 @@
   weight decay 1e-4, per-channel normalisation from the training images, pad-4 random crop +
   horizontal flip; ``hparams`` are the authors' tuned values (SPEC.md §4, Table 1).
 - ``{cifar10,fmnist}-resnet{20,44,56,110,218}-nobn``: the ResNets without BatchNorm of the
-  AdamW scale-freeness study (talk §3), same protocol; Adam-L2 vs AdamW is grid-searched there,
-  so no tuned values are recorded.
+  AdamW scale-freeness study (talk §3; authors' AdamW-Scale-free ``src/resnet.py`` with
+  ``--no-batch-norm``): He-initialised, bias-free convolutions, batch 128, 300 epochs, constant
+  learning rate. On CIFAR-10 ``hparams`` hold the authors' final Adam-ℓ2 (``adam``) and AdamW
+  (``adamw``) settings per depth from their README commands.
+- ``{cifar10,fmnist}-resnet{...}-nobn-fixup``: the same networks with our Fixup-style
+  initialisation and zero-initialised convolution biases (``CifarResNet(init="fixup")``), a
+  variant that is not the authors'.
 - ``fmnist-resnet20``: ResNet-20 on 1-channel 28×28 Fashion-MNIST (no augmentation, as the
   authors' loader).
 - ``mnist-cnn`` / ``fmnist-cnn``: the SGDOL CNN (dissertation ch. 1): batch 100, 30 epochs;
   SGDOL with its default M = 10, α = 10.
+
+The epoch's training loss (Table 1) is the authors': the mean cross-entropy over the whole
+training set in eval mode at the end of the epoch (``train_loss_from_evaluation``). Their
+``evaluate(train_loader, ...)`` reuses the training loader, so on CIFAR-10 it sees augmented
+images; ``evaluate(model, "train")`` does the same with crops and flips drawn from a generator
+seeded by ``train_eval_seed`` (the same draws at every evaluation).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -60,18 +72,51 @@ CIFAR10_HPARAMS = {  # SPEC.md §4, authors' final settings for ResNet-20 on CIF
 SGDOL_HPARAMS = {"sgdol": {"smoothness": 10.0, "alpha": 10.0}}
 
 
+def _nobn_hparams(lr_l2: float, wd_l2: float, lr_w: float, wd_w: float) -> dict:
+    """The authors' final Adam-ℓ2 / AdamW settings (AdamW-Scale-free README, CIFAR-10).
+
+    Their AdamW multiplies the weights by 1 − λ·η/η0 = 1 − λ per step (constant η), while
+    ``torch.optim.AdamW`` multiplies them by 1 − η·weight_decay: weight_decay = λ / η.
+    """
+    return {
+        "adam": {"lr": lr_l2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": wd_l2},
+        "adamw": {"lr": lr_w, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": wd_w / lr_w},
+    }
+
+
+NOBN_HPARAMS = {  # depth -> (Adam-ℓ2 η, λ, AdamW η, λ), the README's --eta0 / --weight-decay
+    20: _nobn_hparams(1e-3, 5e-4, 1e-3, 5e-5),
+    44: _nobn_hparams(5e-4, 5e-4, 5e-4, 5e-5),
+    56: _nobn_hparams(5e-4, 5e-4, 5e-4, 5e-5),
+    110: _nobn_hparams(1e-3, 5e-4, 5e-4, 1e-4),
+    218: _nobn_hparams(5e-4, 5e-3, 5e-4, 5e-5),
+}
+NOBN_EPOCHS = 300  # AdamW-Scale-free README: --train-epochs 300 --batchsize 128
+
+
 @dataclass
 class ImageClassificationTask(Task):
     """Cross-entropy classification of ``uint8`` images kept on the device (DeviceImageLoader).
 
     Without ``validation`` the ``"valid"`` split is the test set (no official validation set).
+    Training batches are the authors' ``DataLoader`` epochs: shuffled, the last one smaller
+    when the batch size does not divide the training set (CIFAR-10: 390 × 128 + 80).
+
+    ``evaluate(model, "train")`` is the authors' end-of-epoch training loss: eval mode, every
+    training example once, through the training transform (augmented if ``augment``; the crops
+    and flips come from a generator seeded by ``train_eval_seed``, so every evaluation sees the
+    same images). ``augment_train_eval=False`` evaluates the clean training images instead.
     """
+
+    train_loss_from_evaluation: ClassVar[bool] = True
 
     images: ImageData | None = None
     model_factory: Callable[[], nn.Module] | None = None
     augment: bool = False
     channels_last: bool = False
     eval_batch_size: int = 1000
+    augment_train_eval: bool = True
+    train_eval_seed: int = 0
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(init=False, repr=False)
     _loaders: dict[tuple[str, bool, int, torch.device], DeviceImageLoader] = field(
         init=False, repr=False, default_factory=dict
@@ -93,22 +138,25 @@ class ImageClassificationTask(Task):
         return self.model_factory()
 
     def _loader(self, split: str, device: torch.device, training: bool) -> DeviceImageLoader:
+        if split not in self.splits:
+            raise ValueError(f"split must be one of {sorted(self.splits)}, got {split!r}")
         if split == "valid" and not self.validation:
             split = "test"  # the same tensors: keep one copy on the device
         x, y = self.splits[split]
         batch_size = self.budget.batch_size if training else min(self.eval_batch_size, len(x))
         key = (split, training, batch_size, torch.device(device))
         if key not in self._loaders:
+            augment = self.augment and (training or (split == "train" and self.augment_train_eval))
             self._loaders[key] = DeviceImageLoader(
                 x,
                 y,
                 batch_size,
                 device=device,
-                augment=self.augment and training,
+                augment=augment,
                 mean=self.images.mean,
                 std=self.images.std,
                 channels_last=self.channels_last,
-                drop_last=training,
+                drop_last=False,
                 shuffle=training,
             )
         return self._loaders[key]
@@ -130,15 +178,23 @@ class ImageClassificationTask(Task):
         x, y = batch
         return F.cross_entropy(model(x), y)
 
+    def eval_batches(
+        self, split: str, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every example of ``split`` once, in stored order, as :meth:`evaluate` sees it."""
+        loader = self._loader(split, device, False)
+        generator = torch.Generator().manual_seed(self.train_eval_seed) if loader.augment else None
+        return loader.epoch_batches(generator)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
         was_training = model.training
         model.eval()
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        for x, y in self._loader(split, device, False).epoch_batches():
+        total_loss = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for x, y in self.eval_batches(split, device):
             logits = model(x)
-            total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
         model.train(was_training)
         n = len(self.splits[split][1])
@@ -205,19 +261,29 @@ def resnet_task(
     data_dir: str | Path | None = None,
     verify: bool = True,
     channels_last: bool = False,
+    init: str = "kaiming",
 ) -> ImageClassificationTask:
-    """Registry constructor for ``{dataset}-resnet{depth}[-nobn]``; smoke: ResNet-8, width 8."""
+    """Registry constructor for ``{dataset}-resnet{depth}[-nobn[-fixup]]``; smoke: ResNet-8,
+    width 8. ``init`` is ``"kaiming"`` (the authors') or ``"fixup"`` (see ``CifarResNet``)."""
     loader, augment = IMAGE_DATASETS[dataset]
     name = f"{dataset}-resnet{depth}" + ("" if batch_norm else "-nobn")
-    tuned = dataset == "cifar10" and depth == 20 and batch_norm
+    name += "" if init == "kaiming" else f"-{init}"
+    if batch_norm:
+        epochs, hparams = 164, CIFAR10_HPARAMS if dataset == "cifar10" and depth == 20 else {}
+    else:
+        epochs, hparams = NOBN_EPOCHS, NOBN_HPARAMS.get(depth, {}) if dataset == "cifar10" else {}
     return _image_task(
         name,
         loader,
         functools.partial(
-            CifarResNet, 8 if smoke else depth, width=8 if smoke else 16, batch_norm=batch_norm
+            CifarResNet,
+            8 if smoke else depth,
+            width=8 if smoke else 16,
+            batch_norm=batch_norm,
+            init=init,
         ),
-        budget=Budget(epochs=164, batch_size=128),
-        hparams=CIFAR10_HPARAMS if tuned else {},
+        budget=Budget(epochs=epochs, batch_size=128),
+        hparams=hparams,
         augment=augment,
         validation=validation,
         smoke=smoke,

@@ -25,6 +25,13 @@ _TASKS: dict[str, Callable[..., Task]] = {
         for dataset in ("cifar10", "fmnist")
         for depth in NOBN_DEPTHS
     },
+    **{  # our Fixup-initialised variant of the same networks (not the authors')
+        f"{dataset}-resnet{depth}-nobn-fixup": functools.partial(
+            resnet_task, dataset, depth, False, init="fixup"
+        )
+        for dataset in ("cifar10", "fmnist")
+        for depth in NOBN_DEPTHS
+    },
     "ptb-awdlstm": ptb_awdlstm,
     "multi30k-transformer": multi30k_transformer,
     "wikitext2-transformer": wikitext2_transformer,

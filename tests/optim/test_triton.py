@@ -425,6 +425,22 @@ def test_capturable_tensor_lr_follows_the_schedule(kernels):
         assert close(a, b, 1e-14)
 
 
+@requires_triton
+def test_aligned_flag_requires_aligned_pointers_and_sizes(kernels):
+    """Vector accesses (ALIGNED) only when every pointer is 16-byte aligned and every size a
+    multiple of 16 elements; a view at an odd offset or a size of 17 turns them off."""
+    flat = torch.zeros(64 + 1, device=DEVICE)
+    cases = {
+        (0, 32): True,  # flat[0:32]
+        (1, 33): False,  # misaligned view
+        (0, 17): False,  # size
+    }
+    for (begin, end), expected in cases.items():
+        x = flat[begin:end]
+        *_, aligned = kernels._device_tables([[x], [x]], [0], CHUNK, x.device)
+        assert aligned is expected
+
+
 def test_coefficient_layout_is_one_definition():
     """Builders fill every field by name; the native constants are the same indices."""
     with pytest.raises(ValueError, match="missing"):
@@ -455,15 +471,18 @@ def test_constructors_and_cpu_steps_do_not_import_the_triton_kernels(monkeypatch
 @pytest.mark.skipif(SKIP is not None and "not installed" in SKIP, reason=str(SKIP))
 def test_kernels_compile_for_an_nvidia_gpu_without_one():
     """What the interpreter cannot check: the kernels compile to PTX for sm_90 (no device
-    needed), with round-to-nearest square roots and divisions. bf16 parameters and state
-    (the explicit rounding) and float64 (its own branches); all variants run in gpu_check."""
+    needed), with round-to-nearest square roots and divisions, and 128-bit vector accesses
+    for aligned tensors. bf16 parameters and state (the explicit rounding) and float64 (its
+    own branches); gpu_check compiles and runs the rest."""
     code = textwrap.dedent(
         """
         import re, torch
         from adaptopt.optim._fused import triton_kernels as tk
         pairs = [(torch.bfloat16, torch.bfloat16), (torch.float64, torch.float64)]
-        ptx = tk.compile_ahead(dtypes=pairs)
+        ptx = tk.compile_ahead(dtypes=pairs, aligned=(True,))
         assert len(ptx) == 23, len(ptx)
+        bf16 = [t for n, t in ptx.items() if "bfloat16" in n and "'ALIGNED': True" in n]
+        assert len(bf16) == 11 and all("ld.global.v4" in t for t in bf16)  # 128-bit accesses
         approximate = re.compile(r"sqrt[.]approx|div[.]full|div[.]approx")
         assert not [name for name, text in ptx.items() if approximate.search(text)]
         with_v = [t for n, t in ptx.items() if n.startswith("gsignsgd") and "'HAS_V': True" in n]

@@ -117,6 +117,7 @@ def gsignsgd_kernel(
     SQUARE_GRADIENT: tl.constexpr,
     BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """Generalized SignSGD, or Adam with ``SQUARE_GRADIENT`` (``kernels.gsignsgd``)."""
     item = tl.program_id(0).to(tl.int64)
@@ -128,6 +129,13 @@ def gsignsgd_kernel(
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     m_ptr = tl.load(row + 2).to(tl.pointer_type(S))
     v_ptr = tl.load(row + 3).to(tl.pointer_type(S))
+    if ALIGNED:  # checked by the launcher: 16-byte aligned data, numel % 16 == 0
+        numel = tl.multiple_of(numel, 16)
+        start = tl.multiple_of(start, 16)
+        x_ptr = tl.multiple_of(x_ptr, 16)
+        g_ptr = tl.multiple_of(g_ptr, 16)
+        m_ptr = tl.multiple_of(m_ptr, 16)
+        v_ptr = tl.multiple_of(v_ptr, 16)
     sign = tl.load(k + G_SIGN).to(C)
     l2 = tl.load(k + G_L2).to(C)
     beta1 = tl.load(k + G_BETA1).to(C)
@@ -191,6 +199,7 @@ def lion_kernel(
     C: tl.constexpr,
     BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """Lion (``kernels.lion``)."""
     item = tl.program_id(0).to(tl.int64)
@@ -201,6 +210,12 @@ def lion_kernel(
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     m_ptr = tl.load(row + 2).to(tl.pointer_type(S))
+    if ALIGNED:  # checked by the launcher: 16-byte aligned data, numel % 16 == 0
+        numel = tl.multiple_of(numel, 16)
+        start = tl.multiple_of(start, 16)
+        x_ptr = tl.multiple_of(x_ptr, 16)
+        g_ptr = tl.multiple_of(g_ptr, 16)
+        m_ptr = tl.multiple_of(m_ptr, 16)
     sign = tl.load(k + L_SIGN).to(C)
     l2 = tl.load(k + L_L2).to(C)
     beta1 = tl.load(k + L_BETA1).to(C)
@@ -243,6 +258,7 @@ def momentum_sums_kernel(
     HAS_B: tl.constexpr,
     BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """Pass 1, read-only: ``partials[item] = (Σ d², Σ b̃²)`` over the item's chunk."""
     item = tl.program_id(0).to(tl.int64)
@@ -253,6 +269,12 @@ def momentum_sums_kernel(
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     b_ptr = tl.load(row + 2).to(tl.pointer_type(S))
+    if ALIGNED:  # checked by the launcher: 16-byte aligned data, numel % 16 == 0
+        numel = tl.multiple_of(numel, 16)
+        start = tl.multiple_of(start, 16)
+        x_ptr = tl.multiple_of(x_ptr, 16)
+        g_ptr = tl.multiple_of(g_ptr, 16)
+        b_ptr = tl.multiple_of(b_ptr, 16)
     sign = tl.load(k + M_SIGN).to(C)
     l2 = tl.load(k + M_L2).to(C)
     momentum = tl.load(k + M_MOMENTUM).to(C)
@@ -304,6 +326,7 @@ def momentum_update_kernel(
     HAS_B: tl.constexpr,
     BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
+    ALIGNED: tl.constexpr,
 ):
     """Pass 2 (``kernels.momentum_update``): x <- (a/c) x - (η/c)(w_b b̃ + w_d d), store b_t."""
     item = tl.program_id(0).to(tl.int64)
@@ -314,6 +337,12 @@ def momentum_update_kernel(
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     b_ptr = tl.load(row + 2).to(tl.pointer_type(S))
+    if ALIGNED:  # checked by the launcher: 16-byte aligned data, numel % 16 == 0
+        numel = tl.multiple_of(numel, 16)
+        start = tl.multiple_of(start, 16)
+        x_ptr = tl.multiple_of(x_ptr, 16)
+        g_ptr = tl.multiple_of(g_ptr, 16)
+        b_ptr = tl.multiple_of(b_ptr, 16)
     sign = tl.load(k + M_SIGN).to(C)
     l2 = tl.load(k + M_L2).to(C)
     momentum = tl.load(k + M_MOMENTUM).to(C)
@@ -346,7 +375,7 @@ def momentum_update_kernel(
 
 # -- host side ---------------------------------------------------------------------------------
 
-_tables: OrderedDict[tuple[Any, ...], tuple[Tensor, Tensor]] = OrderedDict()
+_tables: OrderedDict[tuple[Any, ...], tuple[Tensor, Tensor, bool]] = OrderedDict()
 
 
 def _device_tables(
@@ -354,11 +383,12 @@ def _device_tables(
     k_rows: Sequence[int],
     chunk: int,
     device: torch.device,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, bool]:
     """The ``tensors`` and ``items`` tables of ``columns`` (x, g, s0, s1; ``None`` = absent)
     whose coefficients are rows ``k_rows``, from the cache when these tensors were seen
     before. A miss copies one small host buffer to the device; that copy cannot be captured
-    in a CUDA graph (run a step before capture).
+    in a CUDA graph (run a step before capture). The flag: whether every data pointer is
+    16-byte aligned and every element count a multiple of 16 (the kernels' ``ALIGNED``).
     """
     n = len(columns[0])
     pointers = [
@@ -386,10 +416,11 @@ def _device_tables(
     flat = host.to(device, non_blocking=True)
     tensors = flat[: TABLE_WIDTH * n].view(n, TABLE_WIDTH)
     work = flat[TABLE_WIDTH * n :].view(-1, 2)
-    _tables[key] = (tensors, work)
+    aligned = all(p % 16 == 0 for row in pointers for p in row) and all(n % 16 == 0 for n in numels)
+    _tables[key] = (tensors, work, aligned)
     while len(_tables) > TABLE_CACHE_SIZE:
         _tables.popitem(last=False)
-    return tensors, work
+    return tensors, work, aligned
 
 
 def clear_cache() -> None:
@@ -440,11 +471,11 @@ def launch(
         pointer_columns = [columns[0] if read_params else [None] * len(indices), *columns[1:]]
         k_stride = 0 if table.dim() == 1 else table.shape[1]
         k_rows = indices if k_stride else [0] * len(indices)
-        tensors, items = _device_tables(pointer_columns, k_rows, chunk, device)
+        tensors, items, aligned = _device_tables(pointer_columns, k_rows, chunk, device)
         P, S = _TL_DTYPES[param_dtype], _TL_DTYPES[state_dtype]
         C = tl.float64 if param_dtype == torch.float64 else tl.float32
         grid = (items.shape[0],)
-        common = dict(P=P, S=S, C=C, BLOCK=block, CHUNK=chunk, num_warps=NUM_WARPS)
+        common = dict(P=P, S=S, C=C, BLOCK=block, CHUNK=chunk, ALIGNED=aligned, num_warps=NUM_WARPS)
         has_s0 = columns[2][0] is not None
         if grid[0] == 0:  # only empty tensors
             if name == "momentum_sums":
@@ -491,12 +522,17 @@ def launch(
     return results
 
 
-def compile_ahead(arch: int = 90, dtypes: Sequence[tuple[torch.dtype, torch.dtype]] = ()) -> dict:
+def compile_ahead(
+    arch: int = 90,
+    dtypes: Sequence[tuple[torch.dtype, torch.dtype]] = (),
+    aligned: Sequence[bool] = (True, False),
+) -> dict[str, str]:
     """Compile every kernel variant for NVIDIA ``sm_<arch>`` without a device (no
     ``TRITON_INTERPRET``): catches what only the compiler checks. Returns ``{name: PTX}``.
 
-    ``dtypes``: (parameter, state) pairs; default: float32, bf16 and fp16 parameters with
-    float32 state, float32 parameters with bf16 state, float64.
+    ``aligned``: the ``ALIGNED`` variants; ``dtypes``: (parameter, state) pairs, by default
+    float32, bf16 and fp16 parameters with float32 state, float32 parameters with bf16 state,
+    and float64.
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -525,7 +561,7 @@ def compile_ahead(arch: int = 90, dtypes: Sequence[tuple[torch.dtype, torch.dtyp
         P, S = _TL_DTYPES[param], _TL_DTYPES[state]
         C = tl.float64 if param == torch.float64 else tl.float32
         for kernel, variants in flags.items():
-            for variant in variants:
+            for variant in (dict(v, ALIGNED=a) for v in variants for a in aligned):
                 constants = dict(P=P, S=S, C=C, BLOCK=BLOCK, CHUNK=CHUNK, **variant)
                 signature = dict(base, **dict.fromkeys(constants, "constexpr"))
                 if kernel is momentum_sums_kernel:

@@ -375,7 +375,31 @@ def momentum_update_kernel(
 
 # -- host side ---------------------------------------------------------------------------------
 
-_tables: OrderedDict[tuple[Any, ...], tuple[Tensor, Tensor, bool]] = OrderedDict()
+_tables: OrderedDict[tuple[Any, ...], tuple[Tensor, bool]] = OrderedDict()
+_items: OrderedDict[tuple[Any, ...], Tensor] = OrderedDict()
+
+
+def _cached(cache: OrderedDict, key: tuple[Any, ...], build: Any, device: torch.device) -> Any:
+    """``cache[key]``, built on a miss (never during CUDA graph capture: a miss copies a
+    host buffer to the device, which a graph cannot replay)."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "fused step: new tensors during CUDA graph capture; run the step once before "
+            "capturing it (its device tables are built then) and capture the same tensors"
+        )
+    cache[key] = build()
+    while len(cache) > TABLE_CACHE_SIZE:
+        cache.popitem(last=False)
+    return cache[key]
+
+
+def _to_device(host: Tensor, device: torch.device) -> Tensor:
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def _device_tables(
@@ -385,47 +409,44 @@ def _device_tables(
     device: torch.device,
 ) -> tuple[Tensor, Tensor, bool]:
     """The ``tensors`` and ``items`` tables of ``columns`` (x, g, s0, s1; ``None`` = absent)
-    whose coefficients are rows ``k_rows``, from the cache when these tensors were seen
-    before. A miss copies one small host buffer to the device; that copy cannot be captured
-    in a CUDA graph (run a step before capture). The flag: whether every data pointer is
-    16-byte aligned and every element count a multiple of 16 (the kernels' ``ALIGNED``).
+    whose coefficients are rows ``k_rows``, cached: the pointer table per set of tensors (a
+    new gradient tensor costs one small copy), the work items per set of sizes. The flag:
+    whether every data pointer is 16-byte aligned and every element count a multiple of 16
+    (the kernels' ``ALIGNED``).
     """
     n = len(columns[0])
-    pointers = [
-        [0 if column[i] is None else column[i].data_ptr() for column in columns] for i in range(n)
-    ]
-    numels = [next(c[i] for c in columns if c[i] is not None).numel() for i in range(n)]
-    key = (device, chunk, tuple(map(tuple, pointers)), tuple(numels), tuple(k_rows))
-    cached = _tables.get(key)
-    if cached is not None:
-        _tables.move_to_end(key)
-        return cached
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        raise RuntimeError(
-            "fused step: new tensors during CUDA graph capture; run the step once before "
-            "capturing it (its device tables are built then) and capture the same tensors"
-        )
-    rows = [
-        [*p, *[0] * (4 - len(p)), numel, k_row] for p, numel, k_row in zip(pointers, numels, k_rows)
-    ]
-    items = [[t, start] for t, numel in enumerate(numels) for start in range(0, numel, chunk)]
-    host = torch.tensor([value for r in rows for value in r] + [v for it in items for v in it])
-    host = host.to(torch.int64)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    flat = host.to(device, non_blocking=True)
-    tensors = flat[: TABLE_WIDTH * n].view(n, TABLE_WIDTH)
-    work = flat[TABLE_WIDTH * n :].view(-1, 2)
-    aligned = all(p % 16 == 0 for row in pointers for p in row) and all(n % 16 == 0 for n in numels)
-    _tables[key] = (tensors, work, aligned)
-    while len(_tables) > TABLE_CACHE_SIZE:
-        _tables.popitem(last=False)
-    return tensors, work, aligned
+    by_column = tuple(  # column-major: one comprehension per input, absent ones are 0
+        (0,) * n if column[0] is None else tuple(t.data_ptr() for t in column)
+        for column in columns
+    )
+    numels = tuple(g.numel() for g in columns[1])  # gradients are never absent
+
+    def tensors() -> tuple[Tensor, bool]:
+        pointers = list(zip(*by_column))
+        rows = [
+            [*p, *[0] * (4 - len(p)), numel, k_row]
+            for p, numel, k_row in zip(pointers, numels, k_rows)
+        ]
+        aligned = all(p % 16 == 0 for row in pointers for p in row)
+        aligned &= all(numel % 16 == 0 for numel in numels)
+        return _to_device(torch.tensor(rows, dtype=torch.int64), device), aligned
+
+    def items() -> Tensor:
+        counts = (torch.tensor(numels, dtype=torch.int64) + chunk - 1) // chunk
+        tensor = torch.repeat_interleave(torch.arange(n), counts)
+        first = torch.cumsum(counts, 0) - counts  # first item of each tensor
+        start = (torch.arange(len(tensor)) - first[tensor]) * chunk
+        return _to_device(torch.stack([tensor, start], dim=1).contiguous(), device)
+
+    table, aligned = _cached(_tables, (device, by_column, numels, tuple(k_rows)), tensors, device)
+    work = _cached(_items, (device, chunk, numels), items, device)
+    return table, work, aligned
 
 
 def clear_cache() -> None:
-    """Forget the device tables (they hold no tensor, only addresses)."""
+    """Forget the device tables (they hold no tensor, only addresses and sizes)."""
     _tables.clear()
+    _items.clear()
 
 
 def launch(
@@ -450,6 +471,12 @@ def launch(
     if chunk % block != 0:
         raise ValueError(f"chunk ({chunk}) must be a multiple of block ({block})")
     device = params[0].device
+    if device.type == "cuda" and device.index not in (None, torch.cuda.current_device()):
+        with torch.cuda.device(device):  # Triton launches on the current device
+            return launch(
+                name, params, others, table, *static, read_params=read_params, writes=writes,
+                block=block, chunk=chunk,
+            )  # fmt: skip
     rows = list(zip(params, *others))
     calls: dict[tuple[torch.dtype, torch.dtype], list[int]] = {}
     for i, row in enumerate(rows):

@@ -8,17 +8,19 @@ optimizer, Adam fused and a copy of the same size are timed interleaved, one ste
 round in a rotating order, so that load from other processes affects them alike.
 
 Implementations: ``loop`` (single-tensor reference), ``foreach`` (multi-tensor), ``fused``
-(``adaptopt.optim._fused`` with the device's default backend: the native multi-tensor kernels
-on CPU, compiled kernels on CUDA), ``fused_compiled`` (the compiled per-tensor kernels, the
-CPU fallback), ``compiled`` (``torch.compile`` of the ``foreach`` step, as a user would write
-it). Compilation happens in the warm-up steps, reported separately; the native kernels are
-built once per machine, before the first step. On CPU, copy moves more than the 8 bytes per
-element counted (the destination is read before it is written), so in-place steps can exceed
-a "roofline" of 1.
+(``adaptopt.optim._fused`` with the device's backend: the native multi-tensor kernels on CPU,
+the multi-tensor Triton kernels on CUDA), ``fused_compiled`` (the compiled per-tensor kernels,
+the CPU fallback; CPU only), ``compiled`` (``torch.compile`` of the ``foreach`` step, as a
+user would write it). Compilation happens in the warm-up steps, reported separately; the
+native kernels are built once per machine, before the first step. On CPU, copy moves more
+than the 8 bytes per element counted (the destination is read before it is written), so
+in-place steps can exceed a "roofline" of 1.
 
     python benchmarks/optimizer_step.py                      # CPU, full size (124.4M params)
     python benchmarks/optimizer_step.py --scale 0.05 --repeats 5
-    python benchmarks/optimizer_step.py --device cuda
+    python benchmarks/optimizer_step.py --device cuda [--dtype bfloat16]
+
+``benchmarks/gpu_check.py`` runs the CUDA rows with correctness checks and the targets.
 """
 
 from __future__ import annotations
@@ -61,13 +63,32 @@ IMPLEMENTATIONS = {
 }
 
 
-def gpt2_small_shapes(scale: float = 1.0) -> list[tuple[int, ...]]:
+# Streams of one step: (parameter-sized ones: x read and written, g read, plus the norm pass's
+# g read; state-sized ones), so that the minimal traffic follows the parameter and state dtypes.
+STREAMS = {
+    "adam": (3, 4),
+    "gsignsgd": (3, 4),
+    "signum": (3, 2),
+    "lion": (3, 2),
+    "sgd_clip_momentum": (4, 3),
+    "sgd_normalized": (4, 3),
+}
+
+
+def bytes_per_param(name: str, dtype: torch.dtype, state_dtype: torch.dtype) -> int:
+    """Minimal bytes one step of ``name`` moves per parameter (BYTES_PER_PARAM for float32)."""
+    param_streams, state_streams = STREAMS[name]
+    return param_streams * dtype.itemsize + state_streams * state_dtype.itemsize
+
+
+def gpt2_small_shapes(scale: float = 1.0, layers: int = 12) -> list[tuple[int, ...]]:
     """The 148 parameter shapes of GPT-2 small (124.4M, tied embeddings); ``scale`` shrinks
-    every width by sqrt(scale), so the parameter count is about ``scale`` times as large."""
+    every width by sqrt(scale), so the parameter count is about ``scale`` times as large;
+    ``layers`` transformer blocks (12 in GPT-2 small)."""
     s = scale**0.5
     d, vocab, ctx = max(8, round(768 * s)), max(8, round(50257 * s)), max(8, round(1024 * s))
     shapes: list[tuple[int, ...]] = [(vocab, d), (ctx, d)]
-    for _ in range(12):
+    for _ in range(layers):
         shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,)]  # ln_1, attn
         shapes += [(d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]  # ln_2, mlp
     return [*shapes, (d,), (d,)]  # ln_f
@@ -127,6 +148,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--optimizers", nargs="+", default=list(BYTES_PER_PARAM))
     parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS))
     args = parser.parse_args()
@@ -141,16 +163,19 @@ def main() -> None:
 
     gen = torch.Generator(device).manual_seed(0)
     shapes = gpt2_small_shapes(args.scale)
-    params = [torch.nn.Parameter(torch.randn(s, device=device, generator=gen)) for s in shapes]
+    dtype = getattr(torch, args.dtype)
+    params = [
+        torch.nn.Parameter(torch.randn(s, device=device, generator=gen).to(dtype)) for s in shapes
+    ]
     for p in params:
-        p.grad = torch.randn(p.shape, device=device, generator=gen)
+        p.grad = torch.randn(p.shape, device=device, generator=gen).to(dtype)
     numel = sum(p.numel() for p in params)
     src = torch.randn(numel, device=device, generator=gen)
     dst = torch.empty_like(src)
     adam_fused = make_step("adam", "fused", params)
     default = "fused" if default_fused(params) else "foreach" if device.type == "cuda" else "loop"
     print(
-        f"# {len(params)} tensors, {numel / 1e6:.1f}M float32 params, device {device}, "
+        f"# {len(params)} tensors, {numel / 1e6:.1f}M {args.dtype} params, device {device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"default implementation (fused=None): {default}\n"
     )
@@ -160,7 +185,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     bandwidths = []
     for name in args.optimizers:
-        # torch's Adam has one fused step; on CUDA, fused already runs the compiled kernels
+        # torch's Adam has one fused step; the compiled per-tensor kernels are the CPU fallback
         skip = "fused_compiled" if name == "adam" or device.type == "cuda" else None
         impls = [impl for impl in args.impls if impl != skip]
         steps = {
@@ -175,7 +200,9 @@ def main() -> None:
         bandwidths.append(bandwidth)
         reference = medians["fused" if "adam fused" not in medians else "adam fused"]
         for impl in impls:
-            moved, seconds = BYTES_PER_PARAM[name] * numel, medians[impl]
+            # adaptopt keeps float32 state for bf16 parameters; torch's Adam keeps bf16
+            state = dtype if name == "adam" else torch.float32
+            moved, seconds = bytes_per_param(name, dtype, state) * numel, medians[impl]
             print(
                 f"| {name} | {impl} | {seconds * 1e3:.1f} | {moved / seconds / 1e9:.1f} | "
                 f"{moved / bandwidth / seconds:.2f} | {seconds / reference:.2f}x | "

@@ -1,7 +1,16 @@
 """Suite-wide fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# Without a GPU, the Triton kernels of the fused steps are tested on CPU tensors under
+# Triton's interpreter (tests/optim/test_triton.py), which must be chosen before triton is
+# first imported (torch._dynamo imports it). It changes nothing else: on CPU, nothing else
+# runs Triton code.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,8 @@ class GeneralizedSignSGD(BaseOptimizer):
         maximize: maximize the objective instead.
         foreach: use the multi-tensor path (default: when all parameters are on CUDA).
         fused: one pass over memory per tensor (``adaptopt.optim._fused``: native multi-tensor
-            kernels on CPU, compiled ones on CUDA); default: on CPU (``_base.default_fused``).
+            kernels on CPU, multi-tensor Triton kernels on CUDA); default: on CPU
+            (``_base.default_fused``; ``foreach`` on CUDA until the Triton step is measured).
         capturable: the step may be captured in a CUDA graph (implies ``fused``; ``lr`` may
             be a 0-d tensor on the device).
         state_dtype: dtype of ``exp_avg``/``exp_avg_sq`` (default: the parameter dtype,

@@ -8,12 +8,20 @@ one pass, by one of two backends computing the same functions:
 * **native** (CPU, the default there): the multi-tensor C++ kernels of ``native.cpp``, built
   once per machine by :mod:`~adaptopt.optim._fused.native`. One call per param group updates
   all its tensors (no per-tensor dispatch), with software prefetching.
-* **compiled** (CUDA, and CPU when the native kernels cannot be built): the per-tensor
-  functions of :mod:`~adaptopt.optim._fused.kernels`, compiled by ``torch.compile`` (Triton
-  on CUDA, inductor C++ on CPU) with ``fullgraph=True`` and dynamic sizes, so one compiled
-  kernel serves every tensor shape of every model. A call costs tens of microseconds of
-  dispatch: tensors of at most ``BATCH_NUMEL`` elements (biases, norms) are concatenated
-  into one call and copied back, which costs less than their calls would.
+* **triton** (CUDA): the multi-tensor Triton kernels of
+  :mod:`~adaptopt.optim._fused.triton_kernels`, one launch per param group and pass over a
+  device table of pointers and work items. triton is imported only when such a step runs.
+  With :func:`triton_on_cpu` (and ``TRITON_INTERPRET=1``) they run on CPU tensors under
+  Triton's interpreter: that is how they are tested without a GPU.
+* **compiled** (CPU when the native kernels cannot be built): the per-tensor functions of
+  :mod:`~adaptopt.optim._fused.kernels`, compiled by ``torch.compile`` (inductor C++) with
+  ``fullgraph=True`` and dynamic sizes, so one compiled kernel serves every tensor shape of
+  every model. A call costs tens of microseconds of dispatch: tensors of at most
+  ``BATCH_NUMEL`` elements (biases, norms) are concatenated into one call and copied back,
+  which costs less than their calls would.
+
+All three read the same coefficient vectors, whose layout is defined once in
+:mod:`~adaptopt.optim._fused.layout`.
 
 Global-norm optimizers (clipping, normalization) make two passes: a read-only pass for the
 norms, then the update pass. ``CPU_BACKEND`` chooses the CPU backend (the test suite runs
@@ -35,14 +43,16 @@ Design:
 The functions below are the functional interface used by the optimizer classes; their
 results equal the single-tensor reference within floating-point rounding (the coefficients
 are folded, e.g. :math:`\eta/(1-\beta_1^t)` is one factor): ``tests/optim/test_fused.py``
-checks, for both backends, float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5, atol=1e-6``
-after 30 steps.
+checks, for both CPU backends, float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5,
+atol=1e-6`` after 30 steps; ``tests/optim/test_triton.py`` checks the Triton kernels (under
+Triton's interpreter without a GPU).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -50,11 +60,14 @@ import torch
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from adaptopt.optim._fused import kernels, native
+from adaptopt.optim._fused import kernels, layout, native
 
 # "native" or "compiled": the backend of fused steps on CPU (native falls back to compiled
 # when it cannot be built).
 CPU_BACKEND = "native"
+
+# Run the Triton kernels on CPU tensors (Triton's interpreter; see triton_on_cpu).
+TRITON_ON_CPU = False
 
 # Tensors of at most this many elements are updated together (gathered, then scattered):
 # a compiled call costs tens of microseconds of dispatch, copying them costs less.
@@ -103,6 +116,36 @@ def cpu_backend(name: str) -> Iterator[None]:
         yield
     finally:
         CPU_BACKEND = previous
+
+
+@contextlib.contextmanager
+def triton_on_cpu() -> Iterator[None]:
+    """Run fused CPU steps with the Triton kernels in this block: Triton's interpreter, which
+    needs ``TRITON_INTERPRET=1`` in the environment before triton is first imported (tests,
+    ``benchmarks/gpu_check.py --dry-run``)."""
+    global TRITON_ON_CPU
+    previous, TRITON_ON_CPU = TRITON_ON_CPU, True
+    try:
+        yield
+    finally:
+        TRITON_ON_CPU = previous
+
+
+def uses_triton(device: torch.device) -> bool:
+    """Whether fused steps on ``device`` run the Triton kernels."""
+    return device.type == "cuda" or (device.type == "cpu" and TRITON_ON_CPU)
+
+
+def triton_backend() -> Any:
+    """The :mod:`~adaptopt.optim._fused.triton_kernels` module (imports triton)."""
+    try:
+        module = importlib.import_module("adaptopt.optim._fused.triton_kernels")
+    except ImportError as error:
+        raise RuntimeError(
+            "fused=True on CUDA runs Triton kernels, and triton cannot be imported "
+            f"({error}); install it (pip install triton) or use fused=False"
+        ) from error
+    return module
 
 
 def compute_dtype(p: Tensor) -> torch.dtype:
@@ -167,11 +210,16 @@ def launch(
 
     ``table`` is ``(K,)`` (shared) or ``(n, K)`` (row ``i`` for tensor ``i``), cast to each
     tensor's compute dtype; ``static`` are Python arguments the graph specializes on; the
-    arguments at positions ``writes`` are updated in place. On CPU this is one native call
+    arguments at positions ``writes`` are updated in place. On CUDA this is one Triton launch
+    per dtype pair (``triton_kernels.launch``), on CPU one native call
     (``native.launch``). Otherwise large tensors get one compiled call each; contiguous
     tensors of at most ``BATCH_NUMEL`` elements are concatenated per dtype into one call (a
     per-tensor table becomes per-element rows ``(numel, K)``) and copied back.
     """
+    if uses_triton(params[0].device):
+        return triton_backend().launch(
+            name, params, others, table, *static, read_params=read_params, writes=writes
+        )
     if params[0].device.type == "cpu" and native_available():
         return native.launch(
             name, params, others, table, *static, read_params=read_params, writes=writes
@@ -249,7 +297,18 @@ def gsignsgd(
     l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
     sign = -1.0 if maximize else 1.0
     table = coefficient_table(
-        [sign, l2, beta1, 1 - beta1, beta2, 1 - beta2, inv_sqrt_bc2, eps, decay, -lr * inv_c / bc1],
+        layout.GSIGNSGD.row(
+            sign=sign,
+            l2=l2,
+            beta1=beta1,
+            one_minus_beta1=1 - beta1,
+            beta2=beta2,
+            one_minus_beta2=1 - beta2,
+            inv_sqrt_bc2=inv_sqrt_bc2,
+            eps=eps,
+            decay=decay,
+            step_size=-lr * inv_c / bc1,
+        ),
         device,
     )
     sqs = [None] * len(params) if exp_avg_sqs is None else exp_avg_sqs
@@ -272,18 +331,29 @@ def lion(
     l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
     sign = -1.0 if maximize else 1.0
     table = coefficient_table(
-        [sign, l2, beta1, 1 - beta1, beta2, 1 - beta2, decay, -lr * inv_c], check_devices(params)
+        layout.LION.row(
+            sign=sign,
+            l2=l2,
+            beta1=beta1,
+            one_minus_beta1=1 - beta1,
+            beta2=beta2,
+            one_minus_beta2=1 - beta2,
+            decay=decay,
+            step_size=-lr * inv_c,
+        ),
+        check_devices(params),
     )
     launch("lion", params, [grads, exp_avgs], table, writes=(0, 2))
 
 
 def _momentum_prefix(
     momentum: float, nesterov: bool, weight_decay: float, mode: str, maximize: bool
-) -> list[float]:
-    """``[s, λ2, μ, c_d, c_b]`` of ``kernels.momentum_direction``."""
+) -> dict[str, float]:
+    """The ``layout.MOMENTUM_SUMS`` entries (s, λ2, μ, c_d, c_b) of
+    ``kernels.momentum_direction``."""
     l2 = weight_decay if mode == "l2" else 0.0
     c_d, c_b = (1.0, momentum) if nesterov else (0.0, 1.0)
-    return [-1.0 if maximize else 1.0, l2, momentum, c_d, c_b]
+    return dict(sign=-1.0 if maximize else 1.0, l2=l2, momentum=momentum, c_d=c_d, c_b=c_b)
 
 
 def momentum_norms(
@@ -300,7 +370,7 @@ def momentum_norms(
     """Pass 1 (read-only): the group's ``(‖d‖, ‖b̃‖)`` as float64 0-d tensors, where b̃ is
     the momentum direction that :func:`momentum_step` will store and use."""
     prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
-    table = coefficient_table(prefix, check_devices(params))
+    table = coefficient_table(layout.MOMENTUM_SUMS.row(**prefix), check_devices(params))
     buffers = [None] * len(params) if bufs is None else bufs
     coupled = weight_decay_mode == "l2" and weight_decay != 0
     sums = launch("momentum_sums", params, [grads, buffers], table, read_params=coupled)
@@ -326,7 +396,13 @@ def momentum_step(
     _, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
     step = -lr * inv_c
     table = coefficient_table(
-        [*prefix, decay, step * momentum_weight, step * grad_weight], check_devices(params)
+        layout.MOMENTUM_UPDATE.row(
+            **prefix,
+            decay=decay,
+            momentum_step=step * momentum_weight,
+            grad_step=step * grad_weight,
+        ),
+        check_devices(params),
     )
     buffers = [None] * len(params) if bufs is None else bufs
     launch("momentum_update", params, [grads, buffers], table, writes=(0, 2))

@@ -7,7 +7,8 @@
 // compiler and prefetch each stream PREFETCH_BYTES ahead (a step is memory-bound; on one
 // out-of-cache tensor this measured 5-8% faster than without, see benchmarks/RESULTS.md).
 //
-// The arithmetic is the one of kernels.py (same coefficient vectors k, documented there), in
+// The arithmetic is the one of kernels.py (same coefficient vectors k: their layout is defined
+// once in layout.py, and native.py passes each index as a constant K_<KERNEL>_<FIELD>), in
 // float for float32/bfloat16/float16 parameters and double for float64 ones; parameters and
 // state are rounded to their own dtype (codes in DTYPE) when stored. No torch headers: the
 // system compiler builds the file once per machine (native.py caches the library).
@@ -121,8 +122,11 @@ template <class P, class S, bool HasV, bool SquareGradient>
 Sums gsignsgd_chunk(P* x, const P* g, S* m, S* v, const double* k, int64_t begin,
                     int64_t end) {
   using C = std::conditional_t<std::is_same_v<P, double>, double, float>;
-  const C sign = k[0], l2 = k[1], beta1 = k[2], one_minus_beta1 = k[3], beta2 = k[4],
-          one_minus_beta2 = k[5], inv_sqrt_bc2 = k[6], eps = k[7], decay = k[8], step = k[9];
+  const C sign = k[K_GSIGNSGD_SIGN], l2 = k[K_GSIGNSGD_L2], beta1 = k[K_GSIGNSGD_BETA1],
+          one_minus_beta1 = k[K_GSIGNSGD_ONE_MINUS_BETA1], beta2 = k[K_GSIGNSGD_BETA2],
+          one_minus_beta2 = k[K_GSIGNSGD_ONE_MINUS_BETA2],
+          inv_sqrt_bc2 = k[K_GSIGNSGD_INV_SQRT_BC2], eps = k[K_GSIGNSGD_EPS],
+          decay = k[K_GSIGNSGD_DECAY], step = k[K_GSIGNSGD_STEP_SIZE];
   blocked(
       begin, end,
       [&](int64_t j) {
@@ -154,8 +158,10 @@ Sums gsignsgd_chunk(P* x, const P* g, S* m, S* v, const double* k, int64_t begin
 template <class P, class S>
 Sums lion_chunk(P* x, const P* g, S* m, const double* k, int64_t begin, int64_t end) {
   using C = std::conditional_t<std::is_same_v<P, double>, double, float>;
-  const C sign = k[0], l2 = k[1], beta1 = k[2], one_minus_beta1 = k[3], beta2 = k[4],
-          one_minus_beta2 = k[5], decay = k[6], step = k[7];
+  const C sign = k[K_LION_SIGN], l2 = k[K_LION_L2], beta1 = k[K_LION_BETA1],
+          one_minus_beta1 = k[K_LION_ONE_MINUS_BETA1], beta2 = k[K_LION_BETA2],
+          one_minus_beta2 = k[K_LION_ONE_MINUS_BETA2], decay = k[K_LION_DECAY],
+          step = k[K_LION_STEP_SIZE];
   blocked(
       begin, end, [&](int64_t j) { prefetch(x, j), prefetch(g, j), prefetch(m, j); },
       [&](int64_t j) {
@@ -171,12 +177,16 @@ Sums lion_chunk(P* x, const P* g, S* m, const double* k, int64_t begin, int64_t 
 }
 
 // Momentum direction of clipping/normalization (kernels.momentum_direction):
-// k = [s, λ2, μ, c_d, c_b, ...]; without HasB there is no momentum buffer (b̃ = b_t = d).
+// k starts with layout.MOMENTUM_SUMS (s, λ2, μ, c_d, c_b); without HasB there is no momentum buffer (b̃ = b_t = d).
 template <class C>
 struct Momentum {
   C sign, l2, momentum, c_d, c_b;
   explicit Momentum(const double* k)
-      : sign(k[0]), l2(k[1]), momentum(k[2]), c_d(k[3]), c_b(k[4]) {}
+      : sign(k[K_MOMENTUM_SUMS_SIGN]),
+        l2(k[K_MOMENTUM_SUMS_L2]),
+        momentum(k[K_MOMENTUM_SUMS_MOMENTUM]),
+        c_d(k[K_MOMENTUM_SUMS_C_D]),
+        c_b(k[K_MOMENTUM_SUMS_C_B]) {}
 
   // Sets d, b_t and b̃ of element j.
   template <bool ReadX, bool HasB, class P, class S>
@@ -240,7 +250,8 @@ Sums momentum_update_chunk(P* x, const P* g, S* b, const double* k, int64_t begi
                            int64_t end) {
   using C = std::conditional_t<std::is_same_v<P, double>, double, float>;
   const Momentum<C> coefficients(k);
-  const C decay = k[5], momentum_step = k[6], grad_step = k[7];
+  const C decay = k[K_MOMENTUM_UPDATE_DECAY], momentum_step = k[K_MOMENTUM_UPDATE_MOMENTUM_STEP],
+          grad_step = k[K_MOMENTUM_UPDATE_GRAD_STEP];
   blocked(
       begin, end,
       [&](int64_t j) {

@@ -32,8 +32,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adaptopt.optim._fused import layout
+
 SOURCE = Path(__file__).with_name("native.cpp")
-FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fPIC", "-shared"]
+# The coefficient indices (layout.py) are compile-time constants of the library.
+FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fPIC", "-shared", *layout.defines()]
 # Tried in order: tuned for this CPU, then portable.
 ARCH_FLAGS = (["-march=native"], [])
 DTYPES = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}

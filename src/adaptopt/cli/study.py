@@ -17,6 +17,7 @@ from adaptopt.experiments.study import (
     studies_dir,
     study_runs,
 )
+from adaptopt.experiments.sweep import resolve_all
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,15 +79,18 @@ def list_studies(args: argparse.Namespace) -> int:
 
 def show_plan(args: argparse.Namespace) -> int:
     study = _load(args)
-    now = plan(study)
+    try:
+        now = plan(study)
+    except StudyError as e:
+        raise SystemExit(f"adaptopt study: {e}") from None
     done = {r.path.name for r in study_runs(study) if r.status in ("finished", "diverged")}
     print(study.describe())
-    grid_done = sum(c.run_id() in done for c in now.grid) if now.grid else 0
-    print(f"grid: {len(now.grid)} runs ({grid_done} done, counting unresolved ids)")
-    if now.undecided:
-        print(f"seeds: decided after the grid of {len(now.undecided)} (task, arm) pairs")
-    else:
-        print(f"seeds: {len(now.seeds)} runs")
+    for phase, configs in (("grid", now.grid), ("seeds", now.seeds)):
+        if phase == "seeds" and now.undecided:
+            print(f"seeds: chosen once the grid of {len(now.undecided)} (task, arm) is done")
+        else:  # run ids hash the resolved configs: this builds the tasks (loads their data)
+            ids = [c.run_id() for c in resolve_all(configs)]
+            print(f"{phase}: {len(ids)} runs, {sum(i in done for i in ids)} done")
     return 0
 
 

@@ -187,8 +187,9 @@ def _table(study: Study, test_runs: dict[tuple[str, str], list[Run]], out: Path)
                 if m == best:
                     row[col] = f"**{row[col]}**"
         header = ["arm", "chosen setting", "finished/seeds"] + [k.replace("_", " ") for k in keys]
+        blocks.append(f"### {task}")
         caption = (
-            f"{task}: final values, mean ± half-width of the 95% t-interval over seeds "
+            "Final values, mean ± half-width of the 95% t-interval over seeds "
             f"(best mean test {metric} in bold; diverged seeds are counted, not averaged)."
         )
         blocks.append(Table(header, rows, caption))

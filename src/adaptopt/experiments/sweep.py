@@ -220,7 +220,7 @@ def submit_slurm(
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="adaptopt-sweep", **parameters)
     run = functools.partial(run_one, progress=False, callbacks=tuple(callbacks))
-    return executor.map_array(run, configs, run_dirs)
+    return executor.map_array(run if callbacks else run_one, configs, run_dirs)
 
 
 @dataclass

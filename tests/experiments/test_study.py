@@ -306,6 +306,17 @@ def test_repository_study_is_valid(name, scale):
                 assert min(values) < value < max(values), (name, scale, arm.label, key)
 
 
+def test_depth_study_brackets_the_authors_values():
+    """AdamW-Scale-free README: lr 1e-3 (depth 20) and 5e-4 (44 and deeper) for both."""
+    for scale in ("cpu", "paper"):
+        study = load_study(REPO_STUDIES / "scale-free-depth.toml", scale)
+        modes = {a.fixed["weight_decay_mode"] for a in study.arms}
+        assert modes == {"decoupled", "l2", "proximal"}
+        for arm in study.arms:
+            lrs = arm.grid["lr"]
+            assert {5e-4, 1e-3} <= set(lrs) and min(lrs) < 5e-4 and max(lrs) > 1e-3
+
+
 def test_table1_studies_have_the_six_optimizers():
     six = {"sgd", "sgd_normalized", "sgd_clip_grad", "sgd_clip_momentum", "adam", "gsignsgd"}
     for name in ("table1-ptb", "multi30k", "table1-image"):

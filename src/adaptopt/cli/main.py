@@ -10,7 +10,17 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-COMMANDS = ("optimizers", "smoothness", "train", "sweep", "seeds", "report", "demo", "theory")
+COMMANDS = (
+    "optimizers",
+    "smoothness",
+    "train",
+    "sweep",
+    "seeds",
+    "report",
+    "study",
+    "demo",
+    "theory",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

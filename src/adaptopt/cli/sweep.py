@@ -18,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("spec", type=Path, help="sweep file (TOML)")
     parser.add_argument("--out", type=Path, required=True, help="sweep directory")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    add_executor_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` and the SLURM options (shared with ``adaptopt study run``)."""
     parser.add_argument("--executor", choices=("local", "slurm"), default="local")
     slurm = parser.add_argument_group("SLURM (with --executor slurm; needs submitit)")
     slurm.add_argument("--partition", help="SLURM partition")
@@ -27,16 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument(
         "--array-parallelism", type=int, default=64, help="runs of the array job at a time"
     )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    slurm = {
+def slurm_parameters(args: argparse.Namespace) -> dict:
+    """submitit parameters from the SLURM options."""
+    return {
         "timeout_min": args.timeout_min,
         "gpus_per_node": args.gpus_per_node,
         "cpus_per_task": args.cpus_per_task,
         "slurm_array_parallelism": args.array_parallelism,
     } | ({"slurm_partition": args.partition} if args.partition else {})
+
+
+def run(args: argparse.Namespace) -> int:
+    slurm = slurm_parameters(args)
     best = sweep(args.spec, args.out, workers=args.workers, executor=args.executor, slurm=slurm)
     print_settings(best)
     print(f"best settings: {args.out / 'best.json'}")

@@ -7,6 +7,7 @@ side-effect freedom); they may write files under ``ctx.run_dir`` and metrics via
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,75 @@ class TensorBoardCallback(Callback):
 
     def on_train_end(self, ctx: RunContext) -> None:
         self._writer.close()
+
+
+UPDATES_FILE = "updates.jsonl"
+UPDATE_BINS = tuple(range(-16, 3))  # orders of magnitude 10^-16 … 10^2 (|Δx| clamped into them)
+
+
+class UpdateMagnitudeCallback(Callback):
+    """Record the magnitudes of each layer's update |Δx_j| = |x_{t+1,j} − x_{t,j}| every
+    ``every`` steps into ``run_dir/updates.jsonl`` (talk §3, scale-freeness; the AdamW
+    scale-free study's histograms of update magnitudes by order of magnitude).
+
+    One row per recorded step and parameter tensor::
+
+        {"step": t, "layer": name, "numel": n, "mean": mean |Δx|, "median": ..., "max": ...,
+         "zero": #coordinates with Δx = 0, "bins": counts of floor(log10 |Δx|) = k for k in
+         UPDATE_BINS (values outside the range clamped into it, zeros excluded)}
+
+    Read-only on the trajectory: it copies x_t before the step and compares after it. On a
+    resumed run, rows of steps not yet retaken are dropped and redone (like the probe's).
+    """
+
+    def __init__(self, every: int, filename: str = UPDATES_FILE) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = every
+        self.filename = filename
+        self._before: dict[str, torch.Tensor] | None = None
+
+    def on_train_begin(self, ctx: RunContext) -> None:
+        self._path = None if ctx.run_dir is None else Path(ctx.run_dir) / self.filename
+        if self._path is not None and self._path.exists():
+            rows = self._path.read_text().splitlines()
+            kept = [r for r in rows if r and json.loads(r)["step"] <= ctx.step]
+            self._path.write_text("".join(r + "\n" for r in kept))
+
+    def before_step(self, ctx: RunContext) -> None:
+        # after this step ctx.step will be step + 1: record steps 1, every + 1, 2·every + 1, …
+        if ctx.step % self.every == 0:
+            self._before = {
+                name: p.detach().clone()
+                for name, p in ctx.model.named_parameters()
+                if p.requires_grad
+            }
+
+    def after_step(self, ctx: RunContext) -> None:
+        if self._before is None:
+            return
+        rows = [
+            {"step": ctx.step, "layer": name, **update_stats(p, self._before[name])}
+            for name, p in ctx.model.named_parameters()
+            if name in self._before
+        ]
+        self._before = None
+        if self._path is not None:
+            with self._path.open("a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def update_stats(after: torch.Tensor, before: torch.Tensor) -> dict[str, Any]:
+    """Summary of |after − before| (see :class:`UpdateMagnitudeCallback`), in float64."""
+    delta = (after.detach().double() - before.double()).abs().flatten().cpu()
+    nonzero = delta[delta > 0]
+    exponent = torch.floor(torch.log10(nonzero)).clamp(UPDATE_BINS[0], UPDATE_BINS[-1])
+    counts = torch.bincount((exponent - UPDATE_BINS[0]).long(), minlength=len(UPDATE_BINS))
+    return {
+        "numel": delta.numel(),
+        "mean": delta.mean().item(),
+        "median": delta.median().item(),
+        "max": delta.max().item(),
+        "zero": int(delta.numel() - nonzero.numel()),
+        "bins": counts.tolist(),
+    }

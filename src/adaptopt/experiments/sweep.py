@@ -27,6 +27,7 @@ direction, ties broken by the lower mean final loss on that split.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import multiprocessing
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from adaptopt.experiments.callbacks import Callback
 from adaptopt.experiments.rundir import DONE, Run, find_runs, status, write_json
 from adaptopt.experiments.trainer import TrainConfig, config_hash, train
 
@@ -142,6 +144,7 @@ def run_all(
     executor: str = "local",
     slurm: dict[str, Any] | None = None,
     progress: bool | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> list[str]:
     """Run every config not done yet under ``<out_dir>/runs/<run id>``; returns the ids run.
 
@@ -149,7 +152,8 @@ def run_all(
     GPUs, runs are spread over them round-robin, several per GPU when workers > GPUs);
     ``progress`` shows a bar per run (one worker) or over runs (default: stderr is a TTY);
     ``executor="slurm"`` submits one SLURM array job through submitit (:func:`submit_slurm`,
-    ``slurm`` holds its parameters) and waits for it.
+    ``slurm`` holds its parameters) and waits for it. ``callbacks`` (picklable, e.g.
+    :class:`~adaptopt.experiments.callbacks.UpdateMagnitudeCallback`) go to every run.
     """
     runs_dir = Path(out_dir) / "runs"
     todo = [(c, runs_dir / c.run_id()) for c in resolve_all(configs)]
@@ -157,13 +161,14 @@ def run_all(
     todo = list({d: (c, d) for c, d in todo}.values())  # duplicates in the grid run once
     if executor == "slurm":
         configs, run_dirs = [c for c, _ in todo], [d for _, d in todo]
-        for job in submit_slurm(configs, run_dirs, Path(out_dir) / "slurm", **(slurm or {})):
+        folder = Path(out_dir) / "slurm"
+        for job in submit_slurm(configs, run_dirs, folder, callbacks=callbacks, **(slurm or {})):
             job.result()
     elif executor != "local":
         raise ValueError(f"executor must be 'local' or 'slurm', got {executor!r}")
     elif workers <= 1:
         for config, run_dir in todo:
-            run_one(config, run_dir, progress)
+            run_one(config, run_dir, progress, callbacks)
     else:
         gpus = torch.cuda.device_count()
         if gpus > 1:
@@ -172,16 +177,21 @@ def run_all(
         with ProcessPoolExecutor(
             workers, multiprocessing.get_context("spawn"), torch.set_num_threads, (threads,)
         ) as pool:
-            futures = [pool.submit(run_one, c, d, False) for c, d in todo]
+            futures = [pool.submit(run_one, c, d, False, callbacks) for c, d in todo]
             show = sys.stderr.isatty() if progress is None else progress
             for future in tqdm(as_completed(futures), "runs", len(futures), disable=not show):
                 future.result()
     return [d.name for _, d in todo]
 
 
-def run_one(config: TrainConfig, run_dir: Path, progress: bool | None = False) -> str:
+def run_one(
+    config: TrainConfig,
+    run_dir: Path,
+    progress: bool | None = False,
+    callbacks: Sequence[Callback] = (),
+) -> str:
     """Train (or resume) one run of a sweep; its status."""
-    return train(config, run_dir, resume=True, progress=progress).status
+    return train(config, run_dir, resume=True, progress=progress, callbacks=callbacks).status
 
 
 def _on_device(config: TrainConfig, device: str) -> TrainConfig:
@@ -194,6 +204,7 @@ def submit_slurm(
     folder: Path,
     *,
     cluster: str = "slurm",
+    callbacks: Sequence[Callback] = (),
     **parameters: Any,
 ) -> list[Any]:
     """Submit the runs as one SLURM array job (one task per run) with submitit.
@@ -208,7 +219,8 @@ def submit_slurm(
         raise ImportError("SLURM sweeps need `pip install submitit`") from e
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="adaptopt-sweep", **parameters)
-    return executor.map_array(run_one, configs, run_dirs)
+    run = functools.partial(run_one, progress=False, callbacks=tuple(callbacks))
+    return executor.map_array(run if callbacks else run_one, configs, run_dirs)
 
 
 @dataclass

@@ -35,6 +35,7 @@ class TrainConfig:
     optimizer: str
     hparams: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    init_seed: int | None = None  # draw x_0 from this seed (the authors reuse one x_0) not ``seed``
     epochs: int | None = None
     batch_size: int | None = None
     max_steps_per_epoch: int | None = None

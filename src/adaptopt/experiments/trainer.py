@@ -19,7 +19,8 @@ current weights.
 
 Reproducibility:
 
-- the model is initialised right after ``torch.manual_seed(seed)``, before the optimizer exists,
+- the model is initialised right after ``torch.manual_seed(seed)`` (or ``init_seed``: the
+  authors reuse one saved x_0 for every seed and optimizer), before the optimizer exists,
   so every optimizer starts from the same x_0 for a given seed; the data order comes from a
   separate generator seeded with ``seed + DATA_SEED_OFFSET``;
 - a checkpoint holds model, optimizer, scheduler, every RNG state and the data position (the
@@ -212,8 +213,11 @@ class _Run:
         config = config.resolve(task)
         task.budget = config.budget
         device = resolve_device(config.device, group.local_rank)
-        torch.manual_seed(config.seed)  # the initial weights depend on the seed only
+        init = config.seed if config.init_seed is None else config.init_seed
+        torch.manual_seed(init)  # the initial weights depend on this seed only
         model = task.build_model().to(device)
+        if config.init_seed is not None:
+            torch.manual_seed(config.seed)  # the run's own randomness (dropout, ...)
         params, hparams = model.parameters(), hparam_kwargs(config.hparams)
         optimizer = create_optimizer(config.optimizer, params, **hparams)
         n = sum(1 for _ in task.train_batches(0, torch.Generator(), device))

@@ -23,8 +23,7 @@ from collections.abc import Iterator
 import torch
 
 from adaptopt import tasks
-from adaptopt.experiments.callbacks import RunContext
-from adaptopt.smoothness import SmoothnessCallback
+from adaptopt.experiments.callbacks import RunContext, SmoothnessCallback
 from adaptopt.tasks.base import Batch, Task
 
 

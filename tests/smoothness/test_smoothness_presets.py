@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from adaptopt.experiments.callbacks import RunContext
+from adaptopt.experiments.callbacks import RunContext, SmoothnessCallback
 from adaptopt.smoothness import (
     GLOBAL,
     PRESETS,
-    SmoothnessCallback,
     SmoothnessProbe,
     SmoothnessRecords,
     plot_records,

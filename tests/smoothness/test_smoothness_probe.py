@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from adaptopt.experiments.callbacks import RunContext
+from adaptopt.experiments.callbacks import RunContext, SmoothnessCallback
 from adaptopt.experiments.trainer import TrainConfig
 from adaptopt.experiments.trainer import train as train_run
-from adaptopt.smoothness import GLOBAL, SmoothnessCallback, SmoothnessProbe, read_records
+from adaptopt.smoothness import GLOBAL, SmoothnessProbe, read_records
 from adaptopt.tasks import get as get_task
 
 

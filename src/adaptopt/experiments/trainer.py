@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 import adaptopt
 from adaptopt.experiments.averaging import IterateAverage
-from adaptopt.experiments.callbacks import Callback, RunContext
+from adaptopt.experiments.callbacks import Callback, RunContext, SmoothnessCallback
 from adaptopt.experiments.checkpoint import Position, restore_checkpoint, save_checkpoint
 from adaptopt.experiments.config import RUNTIME_FIELDS, TrainConfig, config_hash, hparam_kwargs
 from adaptopt.experiments.distributed import ProcessGroup, resolve_device, shard
@@ -483,8 +483,6 @@ def _show_progress(progress: bool | None, rank: int) -> bool:
 def _probe_callbacks(config: TrainConfig) -> list[Callback]:
     if not config.probe:
         return []
-    from adaptopt.smoothness import SmoothnessCallback
-
     return [SmoothnessCallback(every=config.probe, preset=config.probe_preset)]
 
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -61,9 +60,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from adaptopt.experiments.callbacks import Callback, RunContext
 from adaptopt.smoothness.presets import PAPER_GAMMAS, PRESETS, get_preset
-from adaptopt.smoothness.records import GLOBAL, RECORDS_FILE, append_rows
+from adaptopt.smoothness.records import GLOBAL, append_rows
 
 DEFAULT_GAMMAS = PAPER_GAMMAS  # paper §5.2
 DEFAULT_EVERY = PRESETS["default"].every
@@ -146,7 +144,7 @@ def _mask_seed(seed: int, step: int, batch: int) -> int:
     return (mixed * 0x94D049BB133111EB) % (1 << 63)
 
 
-def _fork_rngs() -> contextlib.AbstractContextManager[None]:
+def fork_rngs() -> contextlib.AbstractContextManager[None]:
     """Fork the CPU and every accelerator RNG stream (restored on exit)."""
     acc = torch.accelerator.current_accelerator()
     devices = range(torch.accelerator.device_count())
@@ -164,7 +162,8 @@ class SmoothnessProbe:
     Args:
         loss_fn: ``loss_fn(model, batch) -> scalar``; F is its mean over the probe batches.
         batches: the fixed probe set (materialised once); None to pass batches per step.
-            The probe set is the caller's: :class:`SmoothnessCallback` draws the preset's.
+            The probe set is the caller's (the trainer's ``SmoothnessCallback`` in
+            ``adaptopt.experiments.callbacks`` draws the preset's).
         preset: ``"default"`` or ``"paper"`` (``presets.py``): the defaults of ``every``,
             ``gammas`` and ``mode``; recorded in every row (with `` (modified)`` when
             ``gammas`` or ``mode`` are overridden).
@@ -350,7 +349,7 @@ class SmoothnessProbe:
         if self.mode == "eval":
             model.eval()
         try:
-            with _fork_rngs(), torch.enable_grad():
+            with fork_rngs(), torch.enable_grad():
                 yield
         finally:
             for m, training in flags:
@@ -376,79 +375,3 @@ class SmoothnessProbe:
                 if g is not None:
                     buf.add_(g)
         return total
-
-
-class SmoothnessCallback(Callback):
-    """Runs a :class:`SmoothnessProbe` in the trainer; rows go to ``run_dir/smoothness.jsonl``.
-
-    The probe set is the first ``max_batches`` of ``task.probe_batches(fraction)``, drawn with a
-    generator seeded by ``seed``; F is ``task.loss`` averaged over it. ``preset`` (``"default"``:
-    4 training batches, eval mode, every 200 steps; ``"paper"``: 10% of the training data,
-    train mode with common dropout masks, every step) gives the defaults of ``every``,
-    ``fraction``, ``max_batches`` and of the probe's ``gammas`` and ``mode``. ``options`` are
-    the other keyword arguments of :class:`SmoothnessProbe` (``gammas``, ``mode``, ...).
-    On a resumed run, rows of steps not yet retaken are dropped from the file and redone.
-    """
-
-    def __init__(
-        self,
-        *,
-        preset: str = "default",
-        every: int | None = None,
-        fraction: float | None = None,
-        max_batches: int | None = FROM_PRESET,
-        seed: int = 0,
-        filename: str = RECORDS_FILE,
-        **options: Any,
-    ) -> None:
-        spec = get_preset(preset)
-        fraction = spec.fraction if fraction is None else fraction
-        max_batches = spec.max_batches if max_batches is FROM_PRESET else max_batches
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        if max_batches is not None and max_batches < 1:
-            raise ValueError(f"max_batches must be >= 1 or None, got {max_batches}")
-        self.preset = preset
-        self.every = spec.every if every is None else every
-        self.fraction = fraction
-        self.max_batches = max_batches
-        self.seed = seed
-        self.filename = filename
-        self.options = options
-        self.probe: SmoothnessProbe | None = None
-        self._same_probe_set = (fraction, max_batches) == (spec.fraction, spec.max_batches)
-
-    def on_train_begin(self, ctx: RunContext) -> None:
-        gen = torch.Generator().manual_seed(self.seed)
-        with _fork_rngs():
-            torch.manual_seed(self.seed)  # for tasks whose batches use the global RNG
-            batches = list(ctx.task.probe_batches(gen, ctx.device, self.fraction))
-        path = None if ctx.run_dir is None else Path(ctx.run_dir) / self.filename
-        if path is not None and path.exists():  # resumed: steps from ctx.step on are redone
-            kept = [r for r in path.read_text().splitlines() if json.loads(r)["step"] < ctx.step]
-            path.write_text("".join(r + "\n" for r in kept))
-        self.probe = SmoothnessProbe(
-            ctx.task.loss,
-            batches[: self.max_batches],
-            preset=self.preset,
-            every=self.every,
-            seed=self.seed,
-            path=path,
-            **self.options,
-        )
-        if not self._same_probe_set and not self.probe.label.endswith(MODIFIED):
-            self.probe.label += MODIFIED
-
-    def before_step(self, ctx: RunContext) -> None:
-        self.probe.before_step(ctx.model, ctx.step)
-
-    def after_step(self, ctx: RunContext) -> None:
-        rows = self.probe.after_step(ctx.model)
-        if rows and rows[0]["layer"] == GLOBAL:
-            global_row = rows[0]
-            ctx.log(
-                {
-                    "smoothness_grad_norm": global_row["grad"],
-                    "smoothness_L_hat": global_row["smoothness"],
-                }
-            )

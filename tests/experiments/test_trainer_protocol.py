@@ -77,7 +77,7 @@ def test_clipping_defaults_to_the_task_and_zero_turns_it_off(monkeypatch):
     task = registry.get("clipped-synthetic")
     assert TrainConfig("clipped-synthetic", "sgd").resolve(task).clip_grad_norm == 0.25
     off = TrainConfig("clipped-synthetic", "sgd", clip_grad_norm=0)
-    assert off.resolve(task).clip_grad_norm is None
+    assert off.resolve(task).clip_grad_norm == 0
     assert TrainConfig("synthetic", "sgd").resolve(synthetic()).iterate_averaging is None
     with pytest.raises(ValueError, match="clip_grad_norm"):
         TrainConfig("synthetic", "sgd", clip_grad_norm=-1.0)

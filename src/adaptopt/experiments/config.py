@@ -116,9 +116,8 @@ class TrainConfig:
 
 
 def _default(value: Any, task_default: Any) -> Any:
-    """The config's value, else the task's default; 0 (off) is stored as ``None``."""
-    value = task_default if value is None else value
-    return value or None
+    """The config's value, else the task's default (0, "off", is kept as 0)."""
+    return task_default if value is None else value
 
 
 def config_hash(d: dict[str, Any]) -> str:

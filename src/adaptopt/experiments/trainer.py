@@ -228,7 +228,7 @@ class _Run:
         lr_lambda = task.lr_lambda(n)
         scheduler = LambdaLR(optimizer, lr_lambda) if lr_lambda is not None else None
         data_rng = torch.Generator().manual_seed(config.seed + DATA_SEED_OFFSET)
-        averaging = IterateAverage(model, config.iterate_averaging)
+        averaging = IterateAverage(model, config.iterate_averaging or None)
         pos = Position(epoch_rng=data_rng.get_state())
         if resume and run_dir is not None and (run_dir / CHECKPOINT).exists():
             pos = restore_checkpoint(run_dir / CHECKPOINT, model, optimizer, scheduler, averaging)
@@ -355,7 +355,7 @@ def _step_row(
     loss: float, optimizer: torch.optim.Optimizer, first: _Evaluation, config: TrainConfig
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
-    if config.clip_grad_norm is not None:
+    if config.clip_grad_norm:
         row |= {"grad_norm": first.grad_norm, "clipped": first.clipped}
     return row
 
@@ -409,7 +409,7 @@ def _closure(
         objective = objective * weights[0]
         objective.backward()
         record = _Evaluation(objective.detach(), reported.detach() * weights[1])
-        if config.clip_grad_norm is not None:
+        if config.clip_grad_norm:
             params = [p for p in net.parameters() if p.grad is not None]
             norm = float(nn.utils.clip_grad_norm_(params, config.clip_grad_norm))
             record.grad_norm, record.clipped = norm, norm > config.clip_grad_norm

@@ -179,3 +179,18 @@ def test_sgdol_cnn_train_loss_on_real_data(build):
 def test_bad_split_is_rejected():
     with pytest.raises(ValueError, match="split must be one of"):
         tiny_task(40, augment=False).evaluate(nn.Identity(), "dev", CPU)
+
+
+def test_train_eval_examples_evaluates_a_fixed_seeded_subset():
+    """The training loss on n examples equals an independent mean over the same n images."""
+    task = tiny_task(70, augment=False, train_eval_examples=20, train_eval_seed=3)
+    torch.manual_seed(0)
+    model = task.build_model()
+    x, y = task.splits["train"]
+    keep = torch.randperm(70, generator=torch.Generator().manual_seed(3))[:20].sort().values
+    expected = mean_cross_entropy(model, normalise(x[keep], x), y[keep])
+    assert task.evaluate(model, "train", CPU)["loss"] == pytest.approx(expected, rel=1e-5)
+    full = tiny_task(70, augment=False).evaluate(model, "train", CPU)["loss"]
+    assert full != pytest.approx(expected, rel=1e-4)  # negative control: not the whole split
+    with pytest.raises(ValueError, match="train_eval_examples"):
+        tiny_task(70, augment=False, train_eval_examples=0).evaluate(model, "train", CPU)

@@ -31,7 +31,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -105,7 +105,9 @@ class ImageClassificationTask(Task):
     ``evaluate(model, "train")`` is the authors' end-of-epoch training loss: eval mode, every
     training example once, through the training transform (augmented if ``augment``; the crops
     and flips come from a generator seeded by ``train_eval_seed``, so every evaluation sees the
-    same images). ``augment_train_eval=False`` evaluates the clean training images instead.
+    same images). ``augment_train_eval=False`` evaluates the clean training images instead;
+    ``train_eval_examples=n`` evaluates a fixed subset of n training examples (drawn with
+    ``train_eval_seed``): an estimate of the same quantity for small budgets.
     """
 
     train_loss_from_evaluation: ClassVar[bool] = True
@@ -117,6 +119,7 @@ class ImageClassificationTask(Task):
     eval_batch_size: int = 1000
     augment_train_eval: bool = True
     train_eval_seed: int = 0
+    train_eval_examples: int | None = None  # evaluate the training loss on this many (seeded)
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(init=False, repr=False)
     _loaders: dict[tuple[str, bool, int, torch.device], DeviceImageLoader] = field(
         init=False, repr=False, default_factory=dict
@@ -143,6 +146,13 @@ class ImageClassificationTask(Task):
         if split == "valid" and not self.validation:
             split = "test"  # the same tensors: keep one copy on the device
         x, y = self.splits[split]
+        n_eval = self.train_eval_examples
+        if split == "train" and not training and n_eval is not None:
+            if n_eval < 1:
+                raise ValueError(f"train_eval_examples must be >= 1, got {n_eval}")
+            g = torch.Generator().manual_seed(self.train_eval_seed)
+            keep = torch.randperm(len(x), generator=g)[:n_eval].sort().values
+            x, y = x[keep], y[keep]
         batch_size = self.budget.batch_size if training else min(self.eval_batch_size, len(x))
         key = (split, training, batch_size, torch.device(device))
         if key not in self._loaders:
@@ -192,12 +202,13 @@ class ImageClassificationTask(Task):
         model.eval()
         total_loss = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
+        n = 0
         for x, y in self.eval_batches(split, device):
             logits = model(x)
             total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
+            n += len(y)
         model.train(was_training)
-        n = len(self.splits[split][1])
         return {"loss": total_loss.item() / n, "accuracy": correct.item() / n}
 
 
@@ -225,6 +236,7 @@ def _image_task(
     data_dir: str | Path | None,
     verify: bool,
     channels_last: bool,
+    train_eval: dict[str, Any],
 ) -> ImageClassificationTask:
     images = load_cached(loader, data_dir, verify)
     if smoke:
@@ -243,6 +255,7 @@ def _image_task(
         ),
         augment=augment,
         channels_last=channels_last,
+        **train_eval,
     )
 
 
@@ -262,9 +275,14 @@ def resnet_task(
     verify: bool = True,
     channels_last: bool = False,
     init: str = "kaiming",
+    augment_train_eval: bool = True,
+    train_eval_examples: int | None = None,
 ) -> ImageClassificationTask:
     """Registry constructor for ``{dataset}-resnet{depth}[-nobn[-fixup]]``; smoke: ResNet-8,
-    width 8. ``init`` is ``"kaiming"`` (the authors') or ``"fixup"`` (see ``CifarResNet``)."""
+    width 8. ``init`` is ``"kaiming"`` (the authors') or ``"fixup"`` (see ``CifarResNet``).
+    ``augment_train_eval`` and ``train_eval_examples``: see :class:`ImageClassificationTask`
+    (the training loss over every training example through the training transform is the
+    authors'; a seeded subset makes it cheaper for small-budget runs)."""
     loader, augment = IMAGE_DATASETS[dataset]
     name = f"{dataset}-resnet{depth}" + ("" if batch_norm else "-nobn")
     name += "" if init == "kaiming" else f"-{init}"
@@ -290,6 +308,10 @@ def resnet_task(
         data_dir=data_dir,
         verify=verify,
         channels_last=channels_last,
+        train_eval={
+            "augment_train_eval": augment_train_eval,
+            "train_eval_examples": train_eval_examples,
+        },
     )
 
 
@@ -300,8 +322,10 @@ def cnn_task(
     data_dir: str | Path | None = None,
     verify: bool = True,
     channels_last: bool = False,
+    train_eval_examples: int | None = None,
 ) -> ImageClassificationTask:
-    """Registry constructor for ``{mnist,fmnist}-cnn``; smoke: channels (8, 16), fc 64."""
+    """Registry constructor for ``{mnist,fmnist}-cnn``; smoke: channels (8, 16), fc 64;
+    ``train_eval_examples``: see :class:`ImageClassificationTask`."""
     loader = load_mnist if dataset == "mnist" else load_fashion_mnist
     try:
         return _image_task(
@@ -316,6 +340,7 @@ def cnn_task(
             data_dir=data_dir,
             verify=verify,
             channels_last=channels_last,
+            train_eval={"train_eval_examples": train_eval_examples},
         )
     except DatasetNotFoundError as err:
         if dataset != "mnist":

@@ -75,9 +75,9 @@ def test_train_resume_sweep_seeds_report(tmp_path, capsys):
     assert "## Table 1" in text and "heatmap_synthetic_sgd.png" in text
 
 
-def test_seeds_needs_an_optimizer_with_task(tmp_path):
-    with pytest.raises(SystemExit, match="--task needs --optimizer"):
-        main(["seeds", "--task", "synthetic", "--out", str(tmp_path)])
+def test_seeds_needs_an_optimizer_with_task(tmp_path, capsys):
+    assert main(["seeds", "--task", "synthetic", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "adaptopt: error: --task needs --optimizer\n"
 
 
 def test_demo_smoke(tmp_path, capsys):

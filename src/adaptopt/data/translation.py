@@ -26,11 +26,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from torch.nn.utils.rnn import pad_sequence
 
+from adaptopt._optional import require
 from adaptopt.data.locate import DatasetCorruptError, find_files, read_lines
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -50,8 +51,10 @@ Sentences = tuple[tuple[str, ...], ...]
 
 
 @functools.cache
-def _moses(lang: str) -> tuple[MosesPunctNormalizer, MosesTokenizer]:
-    return MosesPunctNormalizer(lang), MosesTokenizer(lang)
+def _moses(lang: str) -> tuple[Any, Any]:
+    """sacremoses' (MosesPunctNormalizer, MosesTokenizer) for ``lang``."""
+    moses = require("sacremoses", feature="Multi30k tokenization")
+    return moses.MosesPunctNormalizer(lang), moses.MosesTokenizer(lang)
 
 
 def tokenize(text: str, lang: str) -> list[str]:

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sacrebleu
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adaptopt._optional import require
 from adaptopt.data import TranslationData, load_multi30k, split_validation, translation_batches
 from adaptopt.data.translation import BOS, EOS, PAD, Pair
 from adaptopt.models.transformer import (
@@ -50,6 +50,7 @@ MULTI30K_HPARAMS = {  # authors' Multi30k commands; lr is the multiplier of noam
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     """Corpus BLEU (0-100) of already tokenised sentences, one reference each."""
+    sacrebleu = require("sacrebleu", feature="BLEU of the translation task")
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score
 
 

@@ -6,15 +6,23 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import venv
+import zipfile
 from pathlib import Path
 
-import tomllib
+import pytest
 
 import adaptopt
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_ONLY = ("scipy", "matplotlib", "tqdm", "markdown", "sacremoses", "sacrebleu", "submitit")
@@ -192,3 +200,38 @@ def test_version_and_extras_in_one_place():
     assert all("==" in req for req in extras["integrations"])  # the tested versions, pinned
     assert "adaptopt[experiments,slurm,integrations]" in extras["dev"]
     assert f"## [{adaptopt.__version__}]" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_wheel_and_sdist_carry_the_native_kernels(tmp_path):
+    """``python -m build``: the wheel holds the C++ source the fused CPU path compiles on use."""
+    pytest.importorskip("build", reason="needs the dev extra (python -m build)")
+    source = tmp_path / "src-tree"  # build from a copy: nothing is written into the checkout
+    for item in ("pyproject.toml", "README.md", "CHANGELOG.md", "MANIFEST.in", "src"):
+        src = REPO / item
+        if src.is_dir():
+            skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(src, source / item, ignore=skip)
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy(src, source / item)
+    out = tmp_path / "dist"
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    version = adaptopt.__version__
+    with zipfile.ZipFile(out / f"adaptopt-{version}-py3-none-any.whl") as wheel:
+        names = set(wheel.namelist())
+        metadata = wheel.read(f"adaptopt-{version}.dist-info/METADATA").decode()
+    assert "adaptopt/optim/_fused/native.cpp" in names
+    assert "adaptopt/optim/_fused/native.py" in names and "adaptopt/cli/data.py" in names
+    assert "Requires-Dist: torch>=2.4\n" in metadata and "Requires-Dist: numpy>=1.24\n" in metadata
+    lines = metadata.splitlines()
+    required = [ln for ln in lines if ln.startswith("Requires-Dist") and "extra" not in ln]
+    assert len(required) == 2, required  # nothing else without an extra
+    assert 'Requires-Dist: scipy>=1.10; extra == "experiments"' in metadata
+    with tarfile.open(out / f"adaptopt-{version}.tar.gz") as sdist:
+        members = set(sdist.getnames())
+    assert f"adaptopt-{version}/src/adaptopt/optim/_fused/native.cpp" in members
+    assert f"adaptopt-{version}/CHANGELOG.md" in members

@@ -47,6 +47,10 @@ class SGDOL(BaseOptimizer):
     (:math:`\eta_{t+1}`) and is overwritten by every step; the sums are kept in the group as
     ``sum_inner_product`` and ``sum_grad_sq``, so they survive ``state_dict`` round trips.
 
+    ``torch.compile(opt.step)`` runs and gives the eager result, but not as one graph: the
+    closure's ``backward()`` and the step-size update (Python floats read with ``.item()``)
+    break it; the other optimizers compile to one graph on their ``foreach`` path.
+
     Args:
         smoothness: :math:`M > 0`, an estimate of the smoothness constant (authors: 10).
         alpha: :math:`\alpha > 0`, the initial regulariser of both sums (authors: 10).

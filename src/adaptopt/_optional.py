@@ -17,12 +17,15 @@ class MissingExtraError(UserError, ModuleNotFoundError):
     """A feature needs a package that the named extra of adaptopt installs."""
 
     def __init__(self, module: str, extra: str, feature: str) -> None:
-        self.extra = extra
+        self.module, self.extra, self.feature = module, extra, feature
         super().__init__(
             f"{feature} needs the package {module.split('.')[0]!r}, which is not installed; "
             f"install it with: pip install 'adaptopt[{extra}]'",
             name=module,
         )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # picklable across processes
+        return type(self), (self.module, self.extra, self.feature)
 
 
 def require(module: str, extra: str = "experiments", feature: str = "this feature") -> ModuleType:

@@ -142,3 +142,20 @@ def test_command_list_has_one_module_each():
     parser = cli.build_parser()
     (subparsers,) = (a for a in parser._actions if a.dest == "command")
     assert list(subparsers.choices) == list(cli.COMMANDS)
+
+
+def test_missing_extra_error_names_the_extra_and_pickles(monkeypatch):
+    import pickle
+    import sys
+
+    from adaptopt._optional import MissingExtraError, require
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(MissingExtraError) as err:
+        require("matplotlib.figure", feature="the plots")
+    message = (
+        "the plots needs the package 'matplotlib', which is not installed; "
+        "install it with: pip install 'adaptopt[experiments]'"
+    )
+    assert str(err.value) == message and isinstance(err.value, UserError)
+    assert str(pickle.loads(pickle.dumps(err.value))) == message

@@ -27,6 +27,13 @@ COMPILABLE = [n for n in OURS if n != "sgdol"]
 SHAPES = [(3,), (2, 2)]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    yield
+    torch._dynamo.reset()  # no compiled code or counters leak into other tests
+    counters.clear()
+
+
 def build(name: str, lr, **hp):
     torch.manual_seed(0)
     params = [torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in SHAPES]

@@ -2,7 +2,7 @@
 
 - ``list``: every dataset with where it was found (checksums verified) or that it is missing;
 - ``where NAME``: the folders searched in order, the expected files with their checksums, and
-  the folder found;
+  the folder found (exit status 1 when it is not found, like ``which``);
 - ``fetch NAME``: download from the canonical source, verify, and store where loaders look
   (needs internet; see :mod:`adaptopt.data.download`).
 """

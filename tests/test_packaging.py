@@ -172,6 +172,10 @@ CORE_SCRIPT = """
     with contextlib.redirect_stderr(io.StringIO()) as err:
         print("report exit", main(["report", "runs"]))
     print("report says:", err.getvalue().strip())
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["data", "list", "--no-verify"])
+    assert out.getvalue().startswith("ptb "), out.getvalue()
+    print("data list exit", code)
 """
 
 
@@ -182,7 +186,7 @@ def test_core_only_environment_steps_every_optimizer(tmp_path):
     assert f"stepped {len(adaptopt.optim.available_optimizers())}" in result.stdout
     lines = result.stdout.splitlines()
     assert f"version: adaptopt {adaptopt.__version__} (torch " in result.stdout
-    assert "report exit 2" in lines
+    assert "report exit 2" in lines and "data list exit 0" in lines
     assert (
         "report says: adaptopt: error: adaptopt report needs the package 'markdown', which is not "
         "installed; install it with: pip install 'adaptopt[experiments]'"

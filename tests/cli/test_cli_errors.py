@@ -150,7 +150,8 @@ def test_missing_extra_error_names_the_extra_and_pickles(monkeypatch):
 
     from adaptopt._optional import MissingExtraError, require
 
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    for module in ("matplotlib", "matplotlib.figure"):  # as if not installed
+        monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingExtraError) as err:
         require("matplotlib.figure", feature="the plots")
     message = (

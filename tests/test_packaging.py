@@ -124,11 +124,16 @@ CORE_SCRIPT = """
     torch.manual_seed(0)
     target = torch.randn(5)
     for name in available_optimizers():
-        for foreach in (False, True):
+        valid = adaptopt.optim.hyperparameters(name)
+        for path in ("single", "foreach", "fused"):  # fused: the native kernels, built here
+            if path != "single" and path not in valid:
+                continue
             x = torch.zeros(5, requires_grad=True)
             hp = {{}} if name == "sgdol" else {{"lr": 1e-2}}
-            if "foreach" in adaptopt.optim.hyperparameters(name):
-                hp["foreach"] = foreach
+            if "foreach" in valid:
+                hp["foreach"] = path == "foreach"
+            if "fused" in valid:
+                hp["fused"] = path == "fused"
             opt = create_optimizer(name, [x], **hp)
 
             def closure():
@@ -141,8 +146,10 @@ CORE_SCRIPT = """
             for _ in range(5):
                 opt.step(closure)
             last = closure().item()
-            assert last < first and torch.isfinite(x).all(), (name, first, last)
+            assert last < first and torch.isfinite(x).all(), (name, path, first, last)
     print("stepped", len(available_optimizers()))
+    from adaptopt.optim._fused import native
+    assert native.compiler() is None or native.available()  # native.cpp found and built
 
     grad = np.geomspace(0.1, 10, 30)
     fit = fit_l0_l1(grad, 1 + 2 * grad)  # coverage 1: solved without scipy

@@ -1,6 +1,8 @@
 # Two entry points: `make demo` (the main job) and `make test` (lint + test suite).
 # Both create .venv on first use. torch is pinned before the project is installed so that
-# the `torch>=2.4` requirement is already met and no other build is pulled.
+# the `torch>=2.4` requirement is already met and no other build is pulled. The `dev` extra
+# brings every other extra (experiments, slurm, integrations) and the test tools, so `make test`
+# also runs the Transformers and Lightning tests (pytest markers `integrations`, `compile`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

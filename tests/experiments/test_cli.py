@@ -6,7 +6,6 @@ import pytest
 
 from adaptopt.cli.main import main
 from adaptopt.cli.train import parse_assignments
-from adaptopt.data import DatasetNotFoundError
 from adaptopt.experiments.rundir import find_runs, load_run
 
 
@@ -75,29 +74,19 @@ def test_train_resume_sweep_seeds_report(tmp_path, capsys):
     assert "## Table 1" in text and "heatmap_synthetic_sgd.png" in text
 
 
-def test_seeds_needs_an_optimizer_with_task(tmp_path):
-    with pytest.raises(SystemExit, match="--task needs --optimizer"):
-        main(["seeds", "--task", "synthetic", "--out", str(tmp_path)])
+def test_seeds_needs_an_optimizer_with_task(tmp_path, capsys):
+    assert main(["seeds", "--task", "synthetic", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "adaptopt: error: --task needs --optimizer\n"
 
 
 def test_demo_smoke(tmp_path, capsys):
-    try:
-        main(
-            [
-                "demo",
-                "--smoke",
-                "--seeds",
-                "2",
-                "--workers",
-                "1",
-                "--no-theory",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-    except DatasetNotFoundError as e:
-        pytest.skip(f"Fashion-MNIST not installed: {e}")
-    out = capsys.readouterr().out
+    argv = ["demo", "--smoke", "--seeds", "2", "--workers", "1", "--no-theory"]
+    code = main([*argv, "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    if code == 2 and "dataset 'fashion-mnist' not found" in captured.err:
+        pytest.skip(f"Fashion-MNIST not installed: {captured.err}")
+    assert code == 0, captured.err
+    out = captured.out
     for name in ("SGD Momentum", "SGDClipGrad", "SGDClipMomentum", "Adam", "Generalized SignSGD"):
         assert f"| {name} |" in out
     assert (tmp_path / "report.md").exists() and (tmp_path / "curves_fmnist-cnn.png").exists()

@@ -90,3 +90,35 @@ def test_drops_non_finite_points_and_rejects_bad_input():
         fit_l0_l1(x, y, coverage=0)
     with pytest.raises(ValueError, match="equally long"):
         fit_l0_l1(x, y[:2])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hull_solver_matches_brute_force_and_linprog(seed):
+    """The scipy-free solver (core install) reaches the LP optimum of coverage 1."""
+    rng = np.random.default_rng(seed)
+    x = rng.lognormal(0, 1.5, 30)
+    y = (rng.uniform(0, 2) + rng.uniform(0, 3) * x) * rng.uniform(0.2, 1.0, 30)
+    hull = fit_l0_l1(x, y, method="hull")
+    assert float(np.sum(hull(x))) == pytest.approx(brute_force(x, y, 1.0), rel=1e-9)
+    assert hull.covered == 1.0
+    assert constants(hull) == pytest.approx(constants(fit_l0_l1(x, y, method="linprog")), rel=1e-7)
+
+
+def test_hull_solver_known_lines_and_errors():
+    x = np.geomspace(1e-3, 1e3, 50)
+    assert constants(fit_l0_l1(x, 2 + 3 * x, method="hull")) == pytest.approx((2, 3), rel=1e-9)
+    assert constants(fit_l0_l1(x, x, method="hull")) == pytest.approx((0, 1), abs=1e-12, rel=1e-9)
+    y = np.full(50, 1.0)
+    y[3] = 5.0
+    assert constants(fit_l0_l1(x, y, method="hull")) == pytest.approx((5, 0), abs=1e-12)
+    # ties in x, a single distinct x, and a line that would need L0 < 0 (clamped to 0)
+    assert constants(fit_l0_l1(np.array([1.0, 1.0]), np.array([2.0, 3.0]), method="hull")) == (
+        pytest.approx(3.0),
+        pytest.approx(0.0),
+    )
+    steep = fit_l0_l1(np.array([1.0, 2.0]), np.array([0.0, 4.0]), method="hull")
+    assert constants(steep) == pytest.approx((0.0, 2.0), abs=1e-12)
+    with pytest.raises(ValueError, match="coverage=1 only"):
+        fit_l0_l1(x, x, coverage=0.9, method="hull")
+    with pytest.raises(ValueError, match="method must be"):
+        fit_l0_l1(x, x, method="simplex")

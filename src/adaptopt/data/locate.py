@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptopt.errors import UserError
+
 ENV_VAR = "ADAPTOPT_DATA"
 
 
@@ -76,7 +78,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """Some file of a dataset is in none of the searched folders."""
 
     def __init__(
@@ -121,7 +123,7 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__("\n".join(lines))
 
 
-class DatasetCorruptError(ValueError):
+class DatasetCorruptError(UserError, ValueError):
     """A dataset file exists but its checksum or format is wrong."""
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from adaptopt._optional import require
 from adaptopt.data.locate import DatasetCorruptError, find_files, read_lines
 
 UNK, PAD, BOS, EOS = 0, 1, 2, 3
@@ -65,8 +66,8 @@ Sentences = tuple[tuple[str, ...], ...]
 
 @functools.cache
 def _tokenizer(lang: str) -> Callable[[str], Iterable[object]]:
-    import spacy  # imported on first use: loading spaCy takes about a second
-
+    # imported on first use: loading spaCy takes about a second
+    spacy = require("spacy", feature="Multi30k tokenization")
     try:
         return spacy.blank(lang).tokenizer
     except ImportError as err:  # spaCy's error for an unknown language code

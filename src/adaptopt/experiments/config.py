@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from adaptopt.errors import ConfigError
+
 if TYPE_CHECKING:
     from adaptopt.tasks.base import Budget, Task
 
@@ -58,18 +60,18 @@ class TrainConfig:
             self.eval_splits = tuple(self.eval_splits)
         for name in ("log_every", "checkpoint_every", "eval_every", "probe"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm >= 0:
-            raise ValueError(f"clip_grad_norm must be >= 0, got {self.clip_grad_norm}")
+            raise ConfigError(f"clip_grad_norm must be >= 0, got {self.clip_grad_norm}")
         if self.iterate_averaging is not None and self.iterate_averaging < 0:
-            raise ValueError(f"iterate_averaging must be >= 0, got {self.iterate_averaging}")
+            raise ConfigError(f"iterate_averaging must be >= 0, got {self.iterate_averaging}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown run setting(s) {', '.join(unknown)}; valid: {sorted(known)}")
+            raise ConfigError(f"unknown run setting(s) {', '.join(unknown)}; valid: {sorted(known)}")
         return cls(**d)
 
     def build_task(self) -> Task:

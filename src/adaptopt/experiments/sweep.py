@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from adaptopt.errors import ConfigError
 from adaptopt.experiments.callbacks import Callback
 from adaptopt.experiments.rundir import DONE, Run, find_runs, status, write_json
 from adaptopt.experiments.trainer import TrainConfig, config_hash, train
@@ -60,24 +61,24 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     """Read a sweep TOML file (see the module docstring)."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"sweep file not found: {path}")
+        raise ConfigError(f"sweep file not found: {path}")
     with path.open("rb") as f:
         try:
             return tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path} is not valid TOML: {e}") from e
+            raise ConfigError(f"{path} is not valid TOML: {e}") from e
 
 
 def expand(spec: dict[str, Any]) -> list[TrainConfig]:
     """All runs of a sweep spec: optimizers × grid points × seeds, on the validation split."""
     unknown = sorted(set(spec) - _SPEC_KEYS)
     if unknown:
-        raise ValueError(f"unknown sweep key(s) {unknown}; valid: {sorted(_SPEC_KEYS)}")
+        raise ConfigError(f"unknown sweep key(s) {unknown}; valid: {sorted(_SPEC_KEYS)}")
     if "task" not in spec or not spec.get("optimizers"):
-        raise ValueError("a sweep needs `task = ...` and at least one [optimizers.<name>] table")
+        raise ConfigError("a sweep needs `task = ...` and at least one [optimizers.<name>] table")
     budget = spec.get("budget", {})
     if set(budget) - _BUDGET_KEYS:
-        raise ValueError(f"unknown [budget] key(s) {sorted(set(budget) - _BUDGET_KEYS)}")
+        raise ConfigError(f"unknown [budget] key(s) {sorted(set(budget) - _BUDGET_KEYS)}")
     seeds = spec.get("seeds", [0])
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     configs = []
@@ -115,7 +116,7 @@ def grid_values(value: Any, where: str) -> list[Any]:
         bounds = value[kind]
         if space is not None and isinstance(bounds, list) and len(bounds) == 2:
             return [float(f"{v:.10g}") for v in space(*bounds, int(value["num"]))]
-    raise ValueError(
+    raise ConfigError(
         f"{where}: expected a list of values or {{log = [a, b], num = n}} or "
         f"{{linear = [a, b], num = n}}, got {value!r}"
     )

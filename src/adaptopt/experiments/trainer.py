@@ -61,6 +61,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 import adaptopt
+from adaptopt.errors import RunExistsError
 from adaptopt.experiments.averaging import IterateAverage
 from adaptopt.experiments.callbacks import Callback, RunContext, SmoothnessCallback
 from adaptopt.experiments.checkpoint import Position, restore_checkpoint, save_checkpoint
@@ -208,7 +209,7 @@ class _Run:
         group = ProcessGroup.join()
         writer = run_dir is not None and group.rank == 0
         if writer and not resume and status(run_dir) != "missing":
-            raise ValueError(f"{run_dir} already holds a run: resume it or choose another one")
+            raise RunExistsError(f"{run_dir} already holds a run: resume it or choose another one")
         task = config.build_task()
         config = config.resolve(task)
         task.budget = config.budget

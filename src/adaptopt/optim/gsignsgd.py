@@ -203,7 +203,14 @@ def _multi_tensor_direction(
     torch._foreach_add_(steps, 1)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
-    ts = [s.item() for s in steps]
+    if bias_correction:
+        # eagerly the corrections are Python floats (as in the reference); under torch.compile
+        # 0-d tensors in the state's precision, so that the graph does not break on .item()
+        if torch.compiler.is_compiling():
+            dtypes = [torch.promote_types(m.dtype, torch.float32) for m in exp_avgs]
+            ts = [s.to(dtype) for s, dtype in zip(steps, dtypes)]
+        else:
+            ts = [s.item() for s in steps]
     m_hat = (
         torch._foreach_div(exp_avgs, [1 - beta1**t for t in ts]) if bias_correction else exp_avgs
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from adaptopt.errors import ConfigError
 from adaptopt.optim.adam_prox import AdamProx
 from adaptopt.optim.clip import SGDClip, SGDClipGrad, SGDClipMomentum
 from adaptopt.optim.gsignsgd import GeneralizedSignSGD, SignSGD, Signum
@@ -47,19 +48,26 @@ def create_optimizer(name: str, params: Any, **hparams: Any) -> torch.optim.Opti
     """Build optimizer ``name`` over ``params`` with ``hparams``.
 
     Raises:
-        ValueError: for an unknown name or hyperparameter (the message lists the valid ones).
+        ConfigError (a ValueError): for an unknown name or hyperparameter (the message lists the
+            valid ones) or a hyperparameter value the optimizer rejects.
     """
     valid = hyperparameters(name)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown hyperparameter(s) {', '.join(unknown)} for optimizer {name!r}; "
             f"valid: {', '.join(valid)}"
         )
-    return _lookup(name)(params, **hparams)
+    cls = _lookup(name)
+    if hparams:  # values the constructor rejects on a stand-in parameter are the caller's error
+        try:
+            cls([torch.zeros(1, requires_grad=True)], **hparams)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"optimizer {name!r}: bad hyperparameter value: {err}") from err
+    return cls(params, **hparams)
 
 
 def _lookup(name: str) -> type[torch.optim.Optimizer]:
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(available_optimizers())}")
+        raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(available_optimizers())}")
     return OPTIMIZERS[name]

@@ -56,6 +56,10 @@ class SGDOL(BaseOptimizer):
     dict saved when ``lr`` held :math:`\eta` (no ``learned_lr`` entry) loads as
     ``learned_lr`` = that value and ``lr`` = 1.
 
+    ``torch.compile(opt.step)`` runs and gives the eager result, but not as one graph: the
+    closure's ``backward()`` and the step-size update (Python floats read with ``.item()``)
+    break it; the other optimizers compile to one graph on their ``foreach`` path.
+
     Args:
         smoothness: :math:`M > 0`, an estimate of the smoothness constant (authors: 10).
         alpha: :math:`\alpha > 0`, the initial regulariser of both sums (authors: 10).

@@ -6,14 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 
+from adaptopt._optional import require
 from adaptopt.smoothness.fit import fit_l0_l1
 from adaptopt.smoothness.presets import describe
 from adaptopt.smoothness.records import GLOBAL, QUANTITIES, SmoothnessRecords
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _LABELS = {
     "norm": (r"$\|\nabla F(x_t)\|$", r"$\hat L_t$"),
@@ -45,7 +48,11 @@ def plot_records(
         coverage: fraction of points the fitted line must cover (see :func:`fit_l0_l1`).
         note: an extra title line (e.g. the run's length).
         path: if given, the figure is saved there (PNG, PDF, ... by suffix).
+
+    Needs matplotlib (``pip install 'adaptopt[experiments]'``).
     """
+    colors = require("matplotlib.colors", feature="plot_records")
+    figure = require("matplotlib.figure", feature="plot_records")
     if quantity not in QUANTITIES:
         raise ValueError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
     rows = records.select(quantity=quantity)
@@ -61,9 +68,9 @@ def plot_records(
         )
     ncols = min(len(layers), 3)
     nrows = math.ceil(len(layers) / ncols)
-    fig = Figure(figsize=(4.2 * ncols + 1, 3.6 * nrows), layout="constrained")
+    fig = figure.Figure(figsize=(4.2 * ncols + 1, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    norm = Normalize(vmin=rows.step.min(), vmax=rows.step.max())
+    norm = colors.Normalize(vmin=rows.step.min(), vmax=rows.step.max())
     xlabel, ylabel = _LABELS[quantity]
     for ax, layer in zip(axes, layers, strict=False):
         sel = rows.select(layer=layer)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from adaptopt.errors import ConfigError
 from adaptopt.tasks.base import Task
 from adaptopt.tasks.image import cnn_task, resnet_task
 from adaptopt.tasks.language import ptb_awdlstm, wikitext2_gpt2, wikitext2_transformer
@@ -62,7 +63,7 @@ def get(
         data_dir: where to look for data first (then ``$ADAPTOPT_DATA``, then standard places).
     """
     if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(available())}")
+        raise ConfigError(f"unknown task {name!r}; available: {', '.join(available())}")
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     return _TASKS[name](validation=validation, smoke=smoke, **kwargs)

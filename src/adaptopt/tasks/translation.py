@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import sacrebleu
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adaptopt._optional import require
 from adaptopt.data import TranslationData, load_multi30k, split_validation, translation_batches
 from adaptopt.data.translation import BOS, EOS, PAD, Pair
 from adaptopt.models.transformer import (
@@ -69,6 +69,7 @@ _LOADERS = {  # module-level objects, so that load_cached recognises them
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
     """Corpus BLEU (0-100) of already tokenised sentences, one reference each."""
+    sacrebleu = require("sacrebleu", feature="BLEU of the translation task")
     return sacrebleu.corpus_bleu(hypotheses, [references], tokenize="none").score
 
 

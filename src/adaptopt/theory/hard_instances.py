@@ -58,9 +58,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
+from adaptopt._optional import require
 from adaptopt.optim import create_optimizer
 from adaptopt.theory._report import write_table
 
@@ -354,6 +354,7 @@ def _write(result: GDLowerBoundResult, methods: Sequence[Method], out: Path) -> 
             "GD diverges on the well for steps above gd_critical_step.",
         ],
     )
+    Figure = require("matplotlib.figure", feature="the theory plots").Figure
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.subplots()
     Ms = [row["M"] for row in result.rows]

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
+from adaptopt._optional import require
 from adaptopt.optim import create_optimizer
 from adaptopt.theory._report import write_table
 
@@ -176,6 +176,7 @@ def _write(result: SGDOLNoiseResult, out: Path) -> None:
         ],
     )
     sigmas = [row["sigma"] for row in result.rows]
+    Figure = require("matplotlib.figure", feature="the theory plots").Figure
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     ax.loglog(

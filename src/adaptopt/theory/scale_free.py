@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
+from adaptopt._optional import require
 from adaptopt.optim import create_optimizer
 from adaptopt.theory._report import write_table
 
@@ -166,6 +166,7 @@ def _write(result: ScaleFreeResult, out: Path, steps: int) -> None:
         ],
     )
     labels = list(result.paths)
+    Figure = require("matplotlib.figure", feature="the theory plots").Figure
     fig = Figure(figsize=(3.0 * len(labels), 4.2), layout="constrained")
     axes = fig.subplots(2, len(labels), squeeze=False)
     for row, (problem, name) in enumerate(((result.problem, "f"), (result.twin, "f~"))):

@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from adaptopt._optional import require
 from adaptopt.theory._report import write_table
 
 ArrayLike = float | Sequence[float] | np.ndarray
@@ -282,6 +282,7 @@ def run_theorem1(
 
 
 def _plot(rows: list[Theorem1Settings], settings: Theorem1Settings, T_min: int, path: Path) -> None:
+    Figure = require("matplotlib.figure", feature="the theory plots").Figure
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     ax.loglog([s.T for s in rows], [s.noise_term for s in rows], label="noise term")

@@ -71,7 +71,8 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown run setting(s) {', '.join(unknown)}; valid: {sorted(known)}")
+            names = ", ".join(unknown)
+            raise ConfigError(f"unknown run setting(s) {names}; valid: {sorted(known)}")
         return cls(**d)
 
     def build_task(self) -> Task:

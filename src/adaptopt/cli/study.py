@@ -60,14 +60,14 @@ def _load(args: argparse.Namespace):
     try:
         return load_study(args.name, args.scale, work_dir=args.out, results_dir=args.results)
     except StudyError as e:
-        raise SystemExit(f"adaptopt study: {e}") from None
+        raise SystemExit(f"study: {e}") from None
 
 
 def list_studies(args: argparse.Namespace) -> int:
     directory = studies_dir()
     names = available(directory)
     if not names:
-        raise SystemExit(f"adaptopt study: no study files in {directory}")
+        raise SystemExit(f"study: no study files in {directory}")
     for name in names:
         try:
             study = load_study(directory / f"{name}.toml", "cpu")
@@ -82,7 +82,7 @@ def show_plan(args: argparse.Namespace) -> int:
     try:
         now = plan(study)
     except StudyError as e:
-        raise SystemExit(f"adaptopt study: {e}") from None
+        raise SystemExit(f"study: {e}") from None
     done = {r.path.name for r in study_runs(study) if r.status in ("finished", "diverged")}
     print(study.describe())
     for phase, configs in (("grid", now.grid), ("seeds", now.seeds)):
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             report=not args.no_report,
         )
     except StudyError as e:
-        raise SystemExit(f"adaptopt study: {e}") from None
+        raise SystemExit(f"study: {e}") from None
     if path is not None:
         print(f"report: {path}")
     return 0

@@ -238,6 +238,8 @@ def curves(runs: Sequence[Run], out_dir: Path) -> list[Block]:
                     lines.append((_label(s, mine), *_band(series)))
         # a panel needs a curve: at least two points (single final values are in Table 1)
         panels = {k: v for k, v in panels.items() if any(len(x) > 1 for _, x, *_ in v)}
+        if not panels:
+            continue
         fig = Figure(figsize=(5 * len(panels), 4), layout="constrained")
         for ax, ((key, per, ylabel), lines) in zip(
             fig.subplots(1, len(panels), squeeze=False)[0], panels.items()

@@ -316,3 +316,15 @@ def test_init_seed_fixes_x0_across_run_seeds_and_leaves_the_rest_to_the_seed():
     assert not torch.equal(initial(seed=1)[0], initial(seed=2)[0])  # negative control
     # the data order still follows the run seed
     assert not torch.equal(trained(seed=1, init_seed=7)[0], trained(seed=2, init_seed=7)[0])
+
+
+def test_wall_time_counts_each_second_once_across_checkpoints_and_resumes(tmp_path):
+    config = TrainConfig("synthetic", "sgd", {"lr": 0.1}, epochs=3, checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", callbacks=[_Crash(20)])
+    train(config, tmp_path / "run", resume=True)
+    meta = load_run(tmp_path / "run").meta
+    elapsed = meta["finished"] - meta["started"]  # both processes, and the gap between them
+    assert 0 < meta["wall_time_s"] <= elapsed
+    times = [r["time"] for r in load_run(tmp_path / "run").epochs]
+    assert times == sorted(times) and times[-1] <= meta["wall_time_s"]

@@ -201,7 +201,8 @@ class _Run:
     run_dir: Path | None
     meta: dict[str, Any]
     metrics: IO[bytes] | None = None  # open when this process writes the run directory
-    t0: float = 0.0
+    t0: float = 0.0  # perf_counter() when this process started training
+    wall_before: float = 0.0  # seconds of training before this process (from the checkpoint)
 
     @classmethod
     def start(cls, config: TrainConfig, run_dir: Path | None, resume: bool) -> _Run:
@@ -260,7 +261,7 @@ class _Run:
 
     def open(self) -> None:
         """Write config and meta (status "running") and open metrics.jsonl at the checkpoint."""
-        self.t0 = time.perf_counter()
+        self.t0, self.wall_before = time.perf_counter(), self.pos.wall_time
         if self.run_dir is None:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +283,7 @@ class _Run:
             self.metrics.flush()
 
     def wall_time(self) -> float:
-        return self.pos.wall_time + time.perf_counter() - self.t0
+        return self.wall_before + time.perf_counter() - self.t0
 
     def clock(self) -> dict[str, float]:
         return {"time": self.wall_time()}

@@ -133,6 +133,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="default",
         help="smoothness probe preset: cheap default or the paper's (see adaptopt.smoothness)",
     )
+    parser.add_argument(
+        "--compress",
+        choices=("sign-mv", "ef-sign"),
+        help="under torchrun: exchange 1-bit gradient signs instead of the fp32 all-reduce "
+        "(sign-mv: majority vote of the workers' Signum momenta, use --optimizer signsgd; "
+        "ef-sign: error-feedback scaled sign, use --optimizer sgd)",
+    )
     parser.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard")
     parser.add_argument(
         "--progress",
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         probe=args.probe,
         probe_preset=args.probe_preset,
+        compress=args.compress,
     )
     run_dir = args.run_dir
     if run_dir is None:

@@ -41,6 +41,7 @@ def save_checkpoint(
     scheduler: LambdaLR | None,
     pos: Position,
     averaging: IterateAverage,
+    comm_hook: dict[str, Any] | None = None,
 ) -> None:
     rng = _rng_states()
     state = {
@@ -50,6 +51,7 @@ def save_checkpoint(
         "rng": rng,
         "position": dataclasses.asdict(pos),
         "averaging": averaging.state_dict(),
+        "comm_hook": comm_hook,  # every worker's sign-compression state (ProcessGroup.hook_state)
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -62,7 +64,7 @@ def restore_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: LambdaLR | None,
     averaging: IterateAverage,
-) -> Position:
+) -> tuple[Position, dict[str, Any] | None]:
     state = load_checkpoint(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -71,7 +73,7 @@ def restore_checkpoint(
     _set_rng_states(state["rng"])
     if "averaging" in state:
         averaging.load_state_dict(state["averaging"])
-    return Position(**state["position"])
+    return Position(**state["position"]), state.get("comm_hook")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

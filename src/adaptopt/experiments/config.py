@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from adaptopt.tasks.base import Budget, Task
 
 # Fields that change how a run is executed or recorded, but not its result: not in the run id.
+# TrainConfig.compress values (adaptopt.optim.comm_hooks.MODES; this module stays torch-free).
+COMPRESSIONS = ("sign-mv", "ef-sign")
+
 RUNTIME_FIELDS = ("device", "data_dir", "log_every", "checkpoint_every", "probe", "probe_preset")
 
 
@@ -30,7 +33,10 @@ class TrainConfig:
     ``validation=True`` trains on the training data minus a held-out validation split (grid
     search); ``eval_splits`` defaults to ``("valid",)`` then and to ``("test",)`` otherwise.
     ``clip_grad_norm`` and ``iterate_averaging`` default to the task's (``None``); 0 turns
-    them off.
+    them off. ``compress`` replaces DDP's gradient all-reduce by a 1-bit sign exchange
+    (``"sign-mv"``: majority vote of the workers' Signum momenta, to pair with ``signsgd``;
+    ``"ef-sign"``: error-feedback scaled sign, to pair with ``sgd``; see
+    :mod:`adaptopt.optim.comm_hooks`); it needs ``torchrun`` with two or more processes.
     """
 
     task: str
@@ -54,6 +60,7 @@ class TrainConfig:
     probe_preset: str = "default"  # "default" (cheap) or "paper" (adaptopt.smoothness)
     clip_grad_norm: float | None = None  # global gradient-norm threshold before the optimizer
     iterate_averaging: int | None = None  # nonmono of the end-of-epoch averaging (0: off)
+    compress: str | None = None  # DDP gradient exchange: "sign-mv" | "ef-sign" (comm_hooks)
 
     def __post_init__(self) -> None:
         if self.eval_splits is not None:
@@ -65,6 +72,11 @@ class TrainConfig:
             raise ConfigError(f"clip_grad_norm must be >= 0, got {self.clip_grad_norm}")
         if self.iterate_averaging is not None and self.iterate_averaging < 0:
             raise ConfigError(f"iterate_averaging must be >= 0, got {self.iterate_averaging}")
+        if self.compress is not None and self.compress not in COMPRESSIONS:
+            raise ConfigError(
+                f"compress must be None or one of {', '.join(COMPRESSIONS)} (sign-compressed "
+                f"data parallelism, adaptopt.optim.comm_hooks), got {self.compress!r}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -111,6 +123,8 @@ class TrainConfig:
         d = json.loads(json.dumps(dataclasses.asdict(self)))
         for name in RUNTIME_FIELDS + (() if with_seed else ("seed",)):
             d.pop(name)
+        if d["compress"] is None:  # added later: runs without it keep their ids
+            d.pop("compress")
         return d
 
     def run_id(self) -> str:

@@ -1,7 +1,9 @@
 """Data-parallel plumbing of the trainer: the process group under ``torchrun`` and batch
 sharding. Every rank draws the same batches and trains on its slice of each (:func:`shard`,
 along ``task.batch_dim``); DDP averages the gradients, so global-norm optimizers see the
-full-batch gradient, as in one process."""
+full-batch gradient, as in one process. With ``compress`` (``TrainConfig.compress``) DDP exchanges
+1-bit signs instead (:mod:`adaptopt.optim.comm_hooks`): the gradient the optimizer sees is then
+the majority vote (``"sign-mv"``) or the mean scaled sign (``"ef-sign"``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from adaptopt.optim.comm_hooks import register_sign_compression
 
 Batch = Any
 
@@ -36,12 +40,45 @@ class ProcessGroup:
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         return cls(rank, world_size, local_rank, owned)
 
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """DDP (gradients averaged over ranks during backward) when distributed."""
+    def wrap(
+        self,
+        model: nn.Module,
+        device: torch.device,
+        compress: str | None = None,
+        hook_state: dict[str, Any] | None = None,
+    ) -> nn.Module:
+        """DDP (gradients averaged over ranks during backward) when distributed.
+
+        ``compress`` (``"sign-mv"`` or ``"ef-sign"``) registers the sign-compression hook
+        (Signum momentum 0.9 on the workers for ``"sign-mv"``); ``hook_state`` is what
+        :meth:`hook_state` returned when the checkpoint was written (every worker's momenta or
+        residuals), restored into it. Compression needs more than one process: with world
+        size 1 there is nothing to communicate and ``compress`` raises ``ValueError``.
+        """
+        if compress is not None and self.world_size == 1:
+            raise ValueError(
+                f"compress={compress!r} compresses the gradient exchange of data-parallel "
+                "training and needs several processes (torchrun --nproc_per_node=N, N >= 2); "
+                "this process runs alone (WORLD_SIZE=1)"
+            )
         if self.world_size == 1:
             return model
         device_ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids)
+        ddp = DistributedDataParallel(model, device_ids=device_ids)
+        if compress is not None:
+            state = register_sign_compression(ddp, compress)
+            if hook_state is not None:
+                state.load_gathered_state_dict(hook_state)
+            ddp.sign_compression = state  # type: ignore[assignment]
+        elif hook_state is not None:
+            raise ValueError("the checkpoint holds sign-compression state but compress is off")
+        return ddp
+
+    def hook_state(self, net: nn.Module) -> dict[str, Any] | None:
+        """Every worker's sign-compression state (momenta or EF residuals) for a checkpoint,
+        or ``None`` without compression. A collective when compressing: call it on every rank."""
+        state = getattr(net, "sign_compression", None)
+        return None if state is None else state.gather_state_dict()
 
     def mean(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``x`` over ranks."""

@@ -232,9 +232,12 @@ class _Run:
         data_rng = torch.Generator().manual_seed(config.seed + DATA_SEED_OFFSET)
         averaging = IterateAverage(model, config.iterate_averaging or None)
         pos = Position(epoch_rng=data_rng.get_state())
+        hook_state = None
         if resume and run_dir is not None and (run_dir / CHECKPOINT).exists():
-            pos = restore_checkpoint(run_dir / CHECKPOINT, model, optimizer, scheduler, averaging)
-        net = group.wrap(model, device)
+            pos, hook_state = restore_checkpoint(
+                run_dir / CHECKPOINT, model, optimizer, scheduler, averaging
+            )
+        net = group.wrap(model, device, compress=config.compress, hook_state=hook_state)
         run = cls(
             config,
             task,
@@ -320,6 +323,7 @@ class _Run:
         return final
 
     def save(self) -> None:
+        comm_hook = self.group.hook_state(self.net)  # a collective: every rank takes part
         if self.run_dir is None or self.metrics is None:
             return
         self.pos.metrics_bytes = self.metrics.tell()
@@ -331,6 +335,7 @@ class _Run:
             self.scheduler,
             self.pos,
             self.averaging,
+            comm_hook,
         )
 
     def finish(self, diverged_step: int | None) -> RunResult:

@@ -82,16 +82,40 @@ def default_foreach(params: Iterable[Tensor]) -> bool:
 FUSED_MIN_NUMEL = 1 << 22
 
 
+def is_plain(t: Tensor | None) -> bool:
+    """Whether ``t`` is absent, a plain ``torch.Tensor`` or an ``nn.Parameter`` over one.
+
+    Tensor subclasses (DTensor from FSDP2 or ``distribute_tensor``, and any other
+    ``__torch_dispatch__``/``__torch_function__`` subclass) are not: a parameter over a
+    subclass has the subclass's type. The fused step's native kernels read raw data pointers,
+    which a subclass's outer tensor does not have, so it must never see one.
+    """
+    return t is None or type(t) in (Tensor, torch.nn.Parameter)
+
+
+def subclass_in(params: Iterable[Tensor]) -> Tensor | None:
+    """The first parameter (or its gradient) that is a tensor subclass, if any."""
+    for p in params:
+        if not is_plain(p):
+            return p
+        if not is_plain(p.grad):
+            return p.grad
+    return None
+
+
 def default_fused(params: Iterable[Tensor]) -> bool:
     """``fused=None``: the fused step where it is measured faster than the default path.
 
     That is every CPU param group when the native kernels are available (faster than the
     loop and ``foreach`` paths from a few hundred parameters up), else CPU groups of at least
     ``FUSED_MIN_NUMEL`` elements when inductor finds a C++ compiler. On CUDA the fused step
-    has not been measured: ``foreach`` stays the default there.
+    has not been measured: ``foreach`` stays the default there. Never for a group that holds
+    a tensor subclass (DTensor ...): :func:`is_plain`.
     """
     params = list(params)
     if not params or any(p.device.type != "cpu" for p in params):
+        return False
+    if subclass_in(params) is not None:
         return False
     if _fused.native_available():
         return True
@@ -138,6 +162,11 @@ class BaseOptimizer(torch.optim.Optimizer):
         group = self.param_groups[-1]
         self._validate_common(group)
         self._validate_group(group)
+        if not hasattr(self, "_fused_requested"):
+            self._fused_requested: list[bool] = []
+        self._fused_requested.append(bool(group["fused"]))  # True: the user asked for it
+        if group["fused"]:
+            self._refuse_subclass(group)
         if group["fused"] is None:
             group["fused"] = group["capturable"] or (
                 group["foreach"] is None and default_fused(group["params"])
@@ -178,6 +207,29 @@ class BaseOptimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the argument for invalid hyperparameters."""
+
+    def _refuse_subclass(self, group: dict[str, Any]) -> None:
+        """``fused=True`` on a tensor subclass: a clear error instead of a crash."""
+        found = subclass_in(group["params"])
+        if found is not None:
+            raise ValueError(
+                f"Invalid fused: {type(self).__name__}'s fused step reads raw tensor memory and "
+                f"cannot update a {type(found).__name__} (a tensor subclass, e.g. a DTensor "
+                "parameter of FSDP2 / distribute_tensor); use fused=False or fused=None (which "
+                "falls back to the foreach or single-tensor step for such groups)"
+            )
+
+    def _check_fused_groups(self) -> None:
+        """Before a step: a fused group that now holds a tensor subclass (parameter or
+        gradient) falls back to the non-fused step for good when ``fused`` was the default
+        (``None``), and raises when the user asked for ``fused=True``."""
+        requested = getattr(self, "_fused_requested", [])
+        for i, group in enumerate(self.param_groups):
+            if not group["fused"] or subclass_in(group["params"]) is None:
+                continue
+            if (i < len(requested) and requested[i]) or group["capturable"]:
+                self._refuse_subclass(group)
+            group["fused"], group["foreach"] = False, default_foreach(group["params"])
 
     # -- state -----------------------------------------------------------------------------
     @staticmethod
@@ -277,6 +329,7 @@ class BaseOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._check_fused_groups()
         work = [(group, *self._gather(group)) for group in self.param_groups]
         work = [(group, params, grads) for group, params, grads in work if params]
         prepared = [self._prepare(group, params, grads) for group, params, grads in work]

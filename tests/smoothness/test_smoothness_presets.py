@@ -118,7 +118,7 @@ def run_callback(tmp_path, **kwargs) -> tuple[SmoothnessCallback, int]:
 
 
 def test_callback_paper_preset_probes_the_tenth_of_the_data_in_train_mode(tmp_path):
-    callback, n_probe = run_callback(tmp_path, every=2, preset="paper")  # the lead's call
+    callback, n_probe = run_callback(tmp_path, every=2, preset="paper")  # as the trainer calls it
     probe = callback.probe
     assert (probe.mode, probe.every, probe.label) == ("train", 2, "paper")
     assert len(probe.batches) == n_probe  # all of the 10%, no cap

@@ -328,3 +328,20 @@ def test_wall_time_counts_each_second_once_across_checkpoints_and_resumes(tmp_pa
     assert 0 < meta["wall_time_s"] <= elapsed
     times = [r["time"] for r in load_run(tmp_path / "run").epochs]
     assert times == sorted(times) and times[-1] <= meta["wall_time_s"]
+
+
+def test_sgdol_rows_log_the_learned_step_size_beside_the_multiplier(tmp_path):
+    config = TrainConfig("synthetic", "sgdol", {}, epochs=1, max_steps_per_epoch=4)
+    result = train(config, tmp_path / "run")
+    rows = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r]
+    assert [r["lr"] for r in rows] == [1.0] * 2  # two batches per SGDOL step
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert rows[-1]["learned_lr"] == state["param_groups"][0]["learned_lr"]
+    assert all(0 <= r["learned_lr"] <= 2 / 10 for r in rows)  # clip(·, 0, 2/M), M = 10
+    assert rows[0]["learned_lr"] != rows[-1]["learned_lr"]  # it is learned, not constant
+    assert result.status == "finished" and "learned_lr" not in _sgd_row(tmp_path)
+
+
+def _sgd_row(tmp_path):
+    train(TrainConfig("synthetic", "sgd", {"lr": 0.1}, epochs=1), tmp_path / "sgd")
+    return read_metrics(tmp_path / "sgd" / "metrics.jsonl")[0]

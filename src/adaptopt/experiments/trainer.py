@@ -362,6 +362,8 @@ def _step_row(
     loss: float, optimizer: torch.optim.Optimizer, first: _Evaluation, config: TrainConfig
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"loss": loss, "lr": optimizer.param_groups[0]["lr"]}
+    if "learned_lr" in optimizer.param_groups[0]:  # SGDOL: lr multiplies the learned step
+        row["learned_lr"] = optimizer.param_groups[0]["learned_lr"]
     if config.clip_grad_norm:
         row |= {"grad_norm": first.grad_norm, "clipped": first.clipped}
     return row

@@ -47,6 +47,7 @@ from optimizer_step import (  # noqa: E402
     gpt2_small_shapes,
     interleaved,
     make_step,
+    random_params,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,20 +157,13 @@ def main() -> int:
 
 def time_step(name, shapes, dtype, device, args, times) -> tuple[str, ...]:
     """(fused ms, roofline, vs Adam fused, foreach ms) on fresh random data."""
-    gen = torch.Generator(device).manual_seed(0)
-    params = [
-        torch.nn.Parameter(torch.randn(s, device=device, generator=gen).to(dtype)) for s in shapes
-    ]
-    for p in params:
-        p.grad = torch.randn(p.shape, device=device, generator=gen).to(dtype)
+    params, copy = random_params(shapes, dtype, device)
     numel = sum(p.numel() for p in params)
-    src = torch.randn(numel, device=device, generator=gen)
-    dst = torch.empty_like(src)
     steps = {
         "fused": make_step(name, "fused", params),
         "foreach": make_step(name, "foreach", params),
         "adam fused": make_step("adam", "fused", params),
-        "copy": lambda: dst.copy_(src),
+        "copy": copy,
     }
     _, medians = interleaved(steps, device, args.warmup, args.repeats)
     bandwidth = 2 * 4 * numel / medians["copy"]

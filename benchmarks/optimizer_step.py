@@ -141,6 +141,22 @@ def interleaved(
     return warmups, {name: statistics.median(t) for name, t in times.items()}
 
 
+def random_params(
+    shapes: list[tuple[int, ...]], dtype: torch.dtype, device: torch.device
+) -> tuple[list[torch.nn.Parameter], Callable[[], torch.Tensor]]:
+    """Seeded random parameters of ``shapes`` with gradients, and a device copy of as many
+    float32 elements (the copy-bandwidth baseline)."""
+    gen = torch.Generator(device).manual_seed(0)
+    params = [
+        torch.nn.Parameter(torch.randn(s, device=device, generator=gen).to(dtype)) for s in shapes
+    ]
+    for p in params:
+        p.grad = torch.randn(p.shape, device=device, generator=gen).to(dtype)
+    src = torch.randn(sum(p.numel() for p in params), device=device, generator=gen)
+    dst = torch.empty_like(src)
+    return params, lambda: dst.copy_(src)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -161,17 +177,9 @@ def main() -> None:
     torch._logging.set_logs(dynamo=logging.ERROR)  # the compiled steps' graph-break notes
     device = torch.device(args.device)
 
-    gen = torch.Generator(device).manual_seed(0)
-    shapes = gpt2_small_shapes(args.scale)
     dtype = getattr(torch, args.dtype)
-    params = [
-        torch.nn.Parameter(torch.randn(s, device=device, generator=gen).to(dtype)) for s in shapes
-    ]
-    for p in params:
-        p.grad = torch.randn(p.shape, device=device, generator=gen).to(dtype)
+    params, copy = random_params(gpt2_small_shapes(args.scale), dtype, device)
     numel = sum(p.numel() for p in params)
-    src = torch.randn(numel, device=device, generator=gen)
-    dst = torch.empty_like(src)
     adam_fused = make_step("adam", "fused", params)
     default = "fused" if default_fused(params) else "foreach" if device.type == "cuda" else "loop"
     print(
@@ -194,7 +202,7 @@ def main() -> None:
         }
         if adam_fused not in steps.values():
             steps["adam fused"] = adam_fused
-        steps["copy"] = lambda: dst.copy_(src)
+        steps["copy"] = copy
         warmups, medians = interleaved(steps, device, args.warmup, args.repeats)
         bandwidth = 2 * 4 * numel / medians["copy"]
         bandwidths.append(bandwidth)

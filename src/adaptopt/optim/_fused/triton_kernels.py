@@ -105,6 +105,18 @@ def _to_bf16(x):
 
 
 @triton.jit
+def _work_item(tensors, items, k_table, k_stride):
+    """This program's work item: its tensor's table row, the chunk's first element, the
+    tensor's size and its coefficient row (the prologue every kernel shares)."""
+    item = tl.program_id(0).to(tl.int64)
+    row = tensors + _WIDTH * tl.load(items + 2 * item)
+    start = tl.load(items + 2 * item + 1)
+    numel = tl.load(row + 4)
+    k = k_table + tl.load(row + 5) * k_stride
+    return row, start, numel, k
+
+
+@triton.jit
 def gsignsgd_kernel(
     tensors,
     items,
@@ -120,11 +132,7 @@ def gsignsgd_kernel(
     ALIGNED: tl.constexpr,
 ):
     """Generalized SignSGD, or Adam with ``SQUARE_GRADIENT`` (``kernels.gsignsgd``)."""
-    item = tl.program_id(0).to(tl.int64)
-    row = tensors + _WIDTH * tl.load(items + 2 * item)
-    start = tl.load(items + 2 * item + 1)
-    numel = tl.load(row + 4)
-    k = k_table + tl.load(row + 5) * k_stride
+    row, start, numel, k = _work_item(tensors, items, k_table, k_stride)
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     m_ptr = tl.load(row + 2).to(tl.pointer_type(S))
@@ -202,11 +210,7 @@ def lion_kernel(
     ALIGNED: tl.constexpr,
 ):
     """Lion (``kernels.lion``)."""
-    item = tl.program_id(0).to(tl.int64)
-    row = tensors + _WIDTH * tl.load(items + 2 * item)
-    start = tl.load(items + 2 * item + 1)
-    numel = tl.load(row + 4)
-    k = k_table + tl.load(row + 5) * k_stride
+    row, start, numel, k = _work_item(tensors, items, k_table, k_stride)
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     m_ptr = tl.load(row + 2).to(tl.pointer_type(S))
@@ -261,11 +265,7 @@ def momentum_sums_kernel(
     ALIGNED: tl.constexpr,
 ):
     """Pass 1, read-only: ``partials[item] = (Σ d², Σ b̃²)`` over the item's chunk."""
-    item = tl.program_id(0).to(tl.int64)
-    row = tensors + _WIDTH * tl.load(items + 2 * item)
-    start = tl.load(items + 2 * item + 1)
-    numel = tl.load(row + 4)
-    k = k_table + tl.load(row + 5) * k_stride
+    row, start, numel, k = _work_item(tensors, items, k_table, k_stride)
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     b_ptr = tl.load(row + 2).to(tl.pointer_type(S))
@@ -296,6 +296,7 @@ def momentum_sums_kernel(
             b_tilde = c_d * d + c_b * (momentum * b + d)
         sum_dd += d * d  # masked lanes: d = 0
         sum_bb += b_tilde * b_tilde
+    item = tl.program_id(0).to(tl.int64)
     tl.store(partials + 2 * item, tl.sum(sum_dd.to(tl.float64), axis=0))
     tl.store(partials + 2 * item + 1, tl.sum(sum_bb.to(tl.float64), axis=0))
 
@@ -329,11 +330,7 @@ def momentum_update_kernel(
     ALIGNED: tl.constexpr,
 ):
     """Pass 2 (``kernels.momentum_update``): x <- (a/c) x - (η/c)(w_b b̃ + w_d d), store b_t."""
-    item = tl.program_id(0).to(tl.int64)
-    row = tensors + _WIDTH * tl.load(items + 2 * item)
-    start = tl.load(items + 2 * item + 1)
-    numel = tl.load(row + 4)
-    k = k_table + tl.load(row + 5) * k_stride
+    row, start, numel, k = _work_item(tensors, items, k_table, k_stride)
     x_ptr = tl.load(row + 0).to(tl.pointer_type(P))
     g_ptr = tl.load(row + 1).to(tl.pointer_type(P))
     b_ptr = tl.load(row + 2).to(tl.pointer_type(S))

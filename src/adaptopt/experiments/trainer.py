@@ -127,7 +127,7 @@ def train(
         return RunResult(meta["status"], meta["step"], final, diverged, run_dir=run_dir)
     run = _Run.start(config, run_dir, resume)
     config, pos, callbacks = run.config, run.pos, [*callbacks, *_probe_callbacks(run.config)]
-    ctx = RunContext(run.task, run.model, run.optimizer, run.device, run.out_dir, lambda r: None)
+    ctx = RunContext(run.task, run.model, run.optimizer, run.device, run.run_dir, lambda r: None)
 
     def log(row: dict[str, Any]) -> None:
         row = {"step": ctx.step, "epoch": ctx.epoch, **row}
@@ -198,7 +198,7 @@ class _Run:
     data_rng: torch.Generator
     averaging: IterateAverage
     pos: Position
-    run_dir: Path | None
+    run_dir: Path | None  # only where this process writes the run directory
     meta: dict[str, Any]
     metrics: IO[bytes] | None = None  # open when this process writes the run directory
     t0: float = 0.0  # perf_counter() when this process started training
@@ -256,11 +256,6 @@ class _Run:
         )
         run.open()
         return run
-
-    @property
-    def out_dir(self) -> Path | None:
-        """The run directory, if this process writes it."""
-        return self.run_dir
 
     def open(self) -> None:
         """Write config and meta (status "running") and open metrics.jsonl at the checkpoint."""

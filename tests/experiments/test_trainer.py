@@ -9,6 +9,7 @@ import pytest
 import torch
 from runs_helpers import checkpoint_params, params, synthetic
 
+from adaptopt.errors import ConfigError
 from adaptopt.experiments.callbacks import Callback
 from adaptopt.experiments.rundir import load_run, read_metrics
 from adaptopt.experiments.trainer import shard, train
@@ -215,3 +216,22 @@ def test_stateful_language_model_resumes_bitwise_at_an_epoch_boundary(tmp_path):
     resumed = train(config, tmp_path / "resumed", resume=True)
     assert resumed.step == straight.step == 6 and resumed.final == straight.final
     assert all(torch.equal(a, b) for a, b in zip(params(resumed.model), params(straight.model)))
+
+
+def test_probe_batches_caps_the_probe_set_and_marks_the_preset_modified(tmp_path):
+    capped = synthetic(epochs=1, probe=5, probe_batches=1)
+    assert capped.run_id() == synthetic(epochs=1, probe=5).run_id()  # measurement only
+    train(capped, tmp_path / "capped")
+    train(synthetic(epochs=1, probe=5, probe_batches=4), tmp_path / "preset")
+    train(synthetic(epochs=1, probe=5), tmp_path / "default")
+
+    def rows(name):
+        return [json.loads(line) for line in (tmp_path / name / "smoothness.jsonl").open()]
+
+    assert {r["preset"] for r in rows("capped")} == {"default (modified)"}
+    assert {r["preset"] for r in rows("preset")} == {"default"}  # 4 = the preset's own cap
+    one, four = rows("capped")[0], rows("default")[0]
+    assert one["grad"] != four["grad"]  # F on one batch is not F on four
+    assert rows("preset") == rows("default")
+    with pytest.raises(ConfigError, match="probe_batches"):
+        synthetic(probe_batches=0)

@@ -134,6 +134,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="smoothness probe preset: cheap default or the paper's (see adaptopt.smoothness)",
     )
     parser.add_argument(
+        "--probe-batches",
+        type=int,
+        metavar="N",
+        help="cap the probe set at N training batches (the probe is then '<preset> (modified)')",
+    )
+    parser.add_argument(
         "--compress",
         choices=("sign-mv", "ef-sign"),
         help="under torchrun: exchange 1-bit gradient signs instead of the fp32 all-reduce "
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         probe=args.probe,
         probe_preset=args.probe_preset,
+        probe_batches=args.probe_batches,
         compress=args.compress,
     )
     run_dir = args.run_dir

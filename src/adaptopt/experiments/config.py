@@ -22,7 +22,15 @@ if TYPE_CHECKING:
 # TrainConfig.compress values (adaptopt.optim.comm_hooks.MODES; this module stays torch-free).
 COMPRESSIONS = ("sign-mv", "ef-sign")
 
-RUNTIME_FIELDS = ("device", "data_dir", "log_every", "checkpoint_every", "probe", "probe_preset")
+RUNTIME_FIELDS = (
+    "device",
+    "data_dir",
+    "log_every",
+    "checkpoint_every",
+    "probe",
+    "probe_preset",
+    "probe_batches",
+)
 
 
 @dataclass
@@ -58,6 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: at epoch ends only)
     probe: int = 0  # measure (L0,L1)-smoothness (SPEC.md §2) every this many steps (0: never)
     probe_preset: str = "default"  # "default" (cheap) or "paper" (adaptopt.smoothness)
+    probe_batches: int | None = None  # cap the probe set at this many batches (None: preset's)
     clip_grad_norm: float | None = None  # global gradient-norm threshold before the optimizer
     iterate_averaging: int | None = None  # nonmono of the end-of-epoch averaging (0: off)
     compress: str | None = None  # DDP gradient exchange: "sign-mv" | "ef-sign" (comm_hooks)
@@ -68,6 +77,8 @@ class TrainConfig:
         for name in ("log_every", "checkpoint_every", "eval_every", "probe"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.probe_batches is not None and self.probe_batches < 1:
+            raise ConfigError(f"probe_batches must be >= 1 or None, got {self.probe_batches}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm >= 0:
             raise ConfigError(f"clip_grad_norm must be >= 0, got {self.clip_grad_norm}")
         if self.iterate_averaging is not None and self.iterate_averaging < 0:

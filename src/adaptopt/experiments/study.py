@@ -107,6 +107,7 @@ RUN_KEYS = {
     "data_dir",
     "probe",
     "probe_preset",
+    "probe_batches",
     "clip_grad_norm",
     "iterate_averaging",
 }

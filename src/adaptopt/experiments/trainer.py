@@ -487,7 +487,13 @@ def _show_progress(progress: bool | None, rank: int) -> bool:
 def _probe_callbacks(config: TrainConfig) -> list[Callback]:
     if not config.probe:
         return []
-    return [SmoothnessCallback(every=config.probe, preset=config.probe_preset)]
+    if config.probe_batches is None:
+        return [SmoothnessCallback(every=config.probe, preset=config.probe_preset)]
+    return [
+        SmoothnessCallback(
+            every=config.probe, preset=config.probe_preset, max_batches=config.probe_batches
+        )
+    ]
 
 
 def _environment(device: torch.device, world_size: int) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from adaptopt.experiments.rundir import Run, find_runs
-from adaptopt.experiments.sweep import Setting, group_settings, rank_settings
+from adaptopt.experiments.selection import Setting, group_settings, rank_settings
 
 # Registry names → the paper's Table 1 names, in its row order.
 TABLE1_NAMES = {

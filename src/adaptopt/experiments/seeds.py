@@ -1,7 +1,7 @@
 """Retrain a setting with N seeds on all training data and evaluate on test (SPEC.md §4).
 
 The setting is the best one of a sweep (:func:`best_from_sweep`: its hyperparameters, budget
-and task options, selected by :func:`adaptopt.experiments.sweep.rank_settings`), or given
+and task options, selected by :func:`adaptopt.experiments.selection.rank_settings`), or given
 explicitly (task defaults = the authors' tuned hyperparameters, overridden by ``hparams``).
 Runs land in ``<out>/runs/<run id>`` like a sweep's, so an interrupted study resumes too.
 """
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adaptopt.experiments.config import TrainConfig
 from adaptopt.experiments.rundir import find_runs
-from adaptopt.experiments.sweep import rank_settings, run_all
-from adaptopt.experiments.trainer import TrainConfig
+from adaptopt.experiments.selection import rank_settings
 
 
 def best_from_sweep(sweep_dir: str | Path, optimizers: Sequence[str] = ()) -> list[TrainConfig]:
@@ -52,4 +52,6 @@ def run_seeds(
     **run_options: Any,
 ) -> list[str]:
     """Train ``settings`` × ``seeds`` into ``out_dir`` (``run_options`` as for ``run_all``)."""
+    from adaptopt.experiments.sweep import run_all  # the training stack, only when training
+
     return run_all(seed_configs(settings, seeds), out_dir, **run_options)

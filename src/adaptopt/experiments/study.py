@@ -66,18 +66,20 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adaptopt.experiments.callbacks import Callback, UpdateMagnitudeCallback
+from adaptopt.experiments.config import TrainConfig
 from adaptopt.experiments.rundir import CHECKPOINT, CONFIG, DONE, META, Run, find_runs
 from adaptopt.experiments.seeds import seed_configs
-from adaptopt.experiments.sweep import Setting, grid_values, group_settings, run_all
-from adaptopt.experiments.trainer import TrainConfig
+from adaptopt.experiments.selection import Setting, grid_values, group_settings
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+if TYPE_CHECKING:
+    from adaptopt.experiments.callbacks import Callback
 
 STUDY_KEYS = {
     "title",
@@ -300,6 +302,8 @@ class Study:
         return task in self.smoke if isinstance(self.smoke, list) else self.smoke
 
     def callback_objects(self) -> list[Callback]:
+        from adaptopt.experiments.callbacks import UpdateMagnitudeCallback  # torch: at run time
+
         every = self.callbacks.get("update_magnitudes", 0)
         return [UpdateMagnitudeCallback(every)] if every else []
 
@@ -632,6 +636,8 @@ def run_study(
         log(f"restored {restored} finished runs from {study.results_dir / 'runs'}")
     options = dict(workers=workers, executor=executor, slurm=slurm, progress=progress)
     callbacks = study.callback_objects()
+    from adaptopt.experiments.sweep import run_all  # the training stack, only when training
+
     grid = study.grid_configs()
     if grid:
         log(f"[{study.name}/{study.scale}] grid search: {len(grid)} runs (validation split)")

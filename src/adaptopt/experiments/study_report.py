@@ -224,7 +224,7 @@ def _grid(
             runs = grid_runs.get((task, arm.label), [])
             if not arm.grid or not runs:
                 continue
-            from adaptopt.experiments.sweep import group_settings
+            from adaptopt.experiments.selection import group_settings
 
             settings = group_settings(runs)
             best = best_setting(runs)

@@ -18,10 +18,7 @@ the resolved config and seed (:meth:`TrainConfig.run_id`). Runs already ``finish
 ``diverged`` are skipped and interrupted ones resume from their checkpoint, so a killed sweep
 restarts losing nothing and repeating nothing.
 
-Best setting (:func:`rank_settings`): the runs of one optimizer are grouped by setting (all but
-the seed); settings with a diverged seed come last; the rest are ordered by the mean final
-value of the task metric on the evaluation split (validation for sweeps) in the task's
-direction, ties broken by the lower mean final loss on that split.
+The best setting is chosen by :func:`adaptopt.experiments.selection.rank_settings`.
 """
 
 from __future__ import annotations
@@ -29,24 +26,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import math
 import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from adaptopt.errors import ConfigError
 from adaptopt.experiments.callbacks import Callback
-from adaptopt.experiments.rundir import DONE, Run, find_runs, status, write_json
-from adaptopt.experiments.trainer import TrainConfig, config_hash, train
+from adaptopt.experiments.config import config_hash
+from adaptopt.experiments.rundir import DONE, find_runs, status, write_json
+from adaptopt.experiments.selection import Setting, grid_values, rank_settings
+from adaptopt.experiments.trainer import TrainConfig, train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,22 +100,6 @@ def expand(spec: dict[str, Any]) -> list[TrainConfig]:
                 for seed in seeds
             ]
     return configs
-
-
-def grid_values(value: Any, where: str) -> list[Any]:
-    """A list as it is; ``{log = [a, b], num = n}`` / ``{linear = [a, b], num = n}`` as ranges."""
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict) and len(value) == 2 and "num" in value:
-        (kind,) = set(value) - {"num"}
-        space = {"log": np.geomspace, "linear": np.linspace}.get(kind)
-        bounds = value[kind]
-        if space is not None and isinstance(bounds, list) and len(bounds) == 2:
-            return [float(f"{v:.10g}") for v in space(*bounds, int(value["num"]))]
-    raise ConfigError(
-        f"{where}: expected a list of values or {{log = [a, b], num = n}} or "
-        f"{{linear = [a, b], num = n}}, got {value!r}"
-    )
 
 
 def resolve_all(configs: Iterable[TrainConfig]) -> list[TrainConfig]:
@@ -222,69 +202,6 @@ def submit_slurm(
     executor.update_parameters(name="adaptopt-sweep", **parameters)
     run = functools.partial(run_one, progress=False, callbacks=tuple(callbacks))
     return executor.map_array(run if callbacks else run_one, configs, run_dirs)
-
-
-@dataclass
-class Setting:
-    """One hyperparameter setting of a sweep (its runs differ only in the seed)."""
-
-    config: dict[str, Any]  # the resolved config of its first run, without the seed
-    runs: list[Run]
-    metric: str  # e.g. "valid_accuracy"
-    higher_is_better: bool
-
-    @property
-    def diverged(self) -> bool:
-        return any(r.status == "diverged" for r in self.runs) or not math.isfinite(self.value)
-
-    @property
-    def value(self) -> float:
-        """Mean final value of the selection metric over seeds (NaN when missing)."""
-        return _mean(r.final.get(self.metric) for r in self.runs)
-
-    @property
-    def loss(self) -> float:
-        split = self.metric.split("_", 1)[0]
-        return _mean(r.final.get(f"{split}_loss") for r in self.runs)
-
-    def sort_key(self) -> tuple[bool, float, float]:
-        if self.diverged:
-            return (True, 0.0, 0.0)
-        return (False, -self.value if self.higher_is_better else self.value, self.loss)
-
-
-def _mean(values: Iterable[float | None]) -> float:
-    values = [math.nan if v is None else v for v in values]
-    return float(np.mean(values)) if values else math.nan
-
-
-def group_settings(runs: Iterable[Run]) -> list[Setting]:
-    """Done runs grouped by setting (the resolved config without the seed)."""
-    groups: dict[str, Setting] = {}
-    for run in runs:
-        if run.status not in DONE:
-            continue
-        config = TrainConfig.from_dict(run.config).identity(with_seed=False)
-        metric = run.meta.get("metric", {})
-        setting = groups.setdefault(
-            config_hash(config),
-            Setting(
-                config,
-                [],
-                f"{config['eval_splits'][0]}_{metric.get('name', 'loss')}",
-                metric.get("higher_is_better", False),
-            ),
-        )
-        setting.runs.append(run)
-    return list(groups.values())
-
-
-def rank_settings(runs: Iterable[Run]) -> dict[tuple[str, str], list[Setting]]:
-    """Settings per (task, optimizer), best first (rule in the module docstring)."""
-    ranked: dict[tuple[str, str], list[Setting]] = {}
-    for setting in group_settings(runs):
-        ranked.setdefault((setting.config["task"], setting.config["optimizer"]), []).append(setting)
-    return {k: sorted(v, key=Setting.sort_key) for k, v in sorted(ranked.items())}
 
 
 def sweep(

@@ -210,10 +210,13 @@ def _cifar_members(
             missing = [name for name in batches if name not in members]
             if missing:
                 raise DatasetCorruptError(f"{path} lacks {', '.join(missing)}")
-            return {
-                name: (tar.extractfile(members[name]).read(), f"{path}:{members[name].name}")
-                for name in batches
-            }
+
+            def read(member: tarfile.TarInfo) -> bytes:
+                file = tar.extractfile(member)
+                assert file is not None  # a regular file: members holds no others
+                return file.read()
+
+            return {name: (read(members[name]), f"{path}:{members[name].name}") for name in batches}
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DatasetCorruptError(f"{path} is not a readable .tar.gz archive: {err}") from err
 

@@ -59,7 +59,8 @@ def load_corpus(
             for word in [*line.split(), EOS]
         ]
         splits.append(torch.tensor(ids, dtype=torch.long))
-    return Corpus(*splits, vocab=list(word2idx), word2idx=word2idx)
+    train, valid, test = splits
+    return Corpus(train, valid, test, vocab=list(word2idx), word2idx=word2idx)
 
 
 def load_ptb(data_dir: str | os.PathLike[str] | None = None, verify: bool = True) -> Corpus:

@@ -10,6 +10,7 @@ depend on the generator only (identical on CPU and GPU for the same seed).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -113,7 +114,10 @@ class DeviceImageLoader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch; order, crop offsets and flips are drawn from ``generator`` up front."""
         n = len(self.x)
-        rng = {"generator": generator, "device": None if generator is None else generator.device}
+        rng: dict[str, Any] = {
+            "generator": generator,
+            "device": None if generator is None else generator.device,
+        }
         order = torch.randperm(n, **rng) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         if self.augment:

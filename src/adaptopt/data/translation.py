@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -64,8 +65,15 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 Sentences = tuple[tuple[str, ...], ...]
 
 
+class _Token(Protocol):
+    """What ``tokenize`` reads of a spaCy token."""
+
+    @property
+    def text(self) -> str: ...
+
+
 @functools.cache
-def _tokenizer(lang: str) -> Callable[[str], Iterable[object]]:
+def _tokenizer(lang: str) -> Callable[[str], Iterable[_Token]]:
     # imported on first use: loading spaCy takes about a second
     spacy = require("spacy", feature="Multi30k tokenization")
     try:
@@ -95,8 +103,11 @@ def _tokenize_file(path: Path, lang: str, size: int, mtime_ns: int) -> Sentences
 def _tar_lines(path: Path, member: str) -> list[str]:
     try:
         with tarfile.open(path) as archive:
-            data = archive.extractfile(member).read()  # type: ignore[union-attr]
-    except (tarfile.TarError, KeyError, AttributeError) as err:
+            file = archive.extractfile(member)
+            if file is None:
+                raise DatasetCorruptError(f"{path}: cannot read {member}: not a regular file")
+            data = file.read()
+    except (tarfile.TarError, KeyError) as err:
         raise DatasetCorruptError(f"{path}: cannot read {member}: {err}") from err
     lines = data.decode("utf-8").split("\n")  # as read_lines: newlines only, no final ""
     return lines[:-1] if lines[-1] == "" else lines

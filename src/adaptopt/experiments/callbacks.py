@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from adaptopt.smoothness.presets import get_preset
 from adaptopt.smoothness.probe import FROM_PRESET, MODIFIED, SmoothnessProbe, fork_rngs
 from adaptopt.smoothness.records import GLOBAL, RECORDS_FILE
 from adaptopt.tasks.base import Task
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 @dataclass
@@ -69,20 +72,28 @@ class TensorBoardCallback(Callback):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
             raise ImportError("TensorBoard logging needs `pip install tensorboard`") from e
-        self._writer_cls, self._log_dir, self._writer = SummaryWriter, log_dir, None
+        self._writer_cls, self._log_dir = SummaryWriter, log_dir
+        self._writer: SummaryWriter | None = None
 
     def on_train_begin(self, ctx: RunContext) -> None:
         log_dir = self._log_dir or (ctx.run_dir / "tensorboard" if ctx.run_dir else None)
         self._writer = self._writer_cls(log_dir=None if log_dir is None else str(log_dir))
 
+    @property
+    def writer(self) -> SummaryWriter:
+        """The run's writer (from ``on_train_begin`` on)."""
+        if self._writer is None:
+            raise RuntimeError("TensorBoardCallback: on_train_begin has not run")
+        return self._writer
+
     def on_log(self, ctx: RunContext, row: dict[str, Any]) -> None:
         prefix = "epoch" if row.get("kind") == "epoch" else "train"
         for key, value in row.items():
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                self._writer.add_scalar(f"{prefix}/{key}", value, row["step"])
+                self.writer.add_scalar(f"{prefix}/{key}", value, row["step"])
 
     def on_train_end(self, ctx: RunContext) -> None:
-        self._writer.close()
+        self.writer.close()
 
 
 UPDATES_FILE = "updates.jsonl"
@@ -218,11 +229,16 @@ class SmoothnessCallback(Callback):
         if not self._same_probe_set and not self.probe.label.endswith(MODIFIED):
             self.probe.label += MODIFIED
 
+    def _started(self) -> SmoothnessProbe:
+        if self.probe is None:
+            raise RuntimeError("SmoothnessCallback: on_train_begin has not run")
+        return self.probe
+
     def before_step(self, ctx: RunContext) -> None:
-        self.probe.before_step(ctx.model, ctx.step)
+        self._started().before_step(ctx.model, ctx.step)
 
     def after_step(self, ctx: RunContext) -> None:
-        rows = self.probe.after_step(ctx.model)
+        rows = self._started().after_step(ctx.model)
         if rows and rows[0]["layer"] == GLOBAL:
             global_row = rows[0]
             ctx.log(

@@ -91,7 +91,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _rng_states() -> dict[str, Any]:
     """Every RNG state as tensors and plain numbers (loadable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy form, as the global generator is an MT19937
+    kind, keys, pos, has_gauss, gauss = state
     version, words, python_gauss = random.getstate()
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),

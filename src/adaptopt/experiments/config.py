@@ -125,8 +125,11 @@ class TrainConfig:
 
     @property
     def budget(self) -> Budget:
+        """The budget of a resolved config (:meth:`resolve` fills in epochs and batch size)."""
         from adaptopt.tasks.base import Budget
 
+        if self.epochs is None or self.batch_size is None:
+            raise ValueError("the budget of an unresolved TrainConfig: call resolve(task) first")
         return Budget(self.epochs, self.batch_size, self.max_steps_per_epoch)
 
     def identity(self, *, with_seed: bool = True) -> dict[str, Any]:

@@ -34,11 +34,32 @@ from adaptopt.smoothness import fit_records, plot_records, read_records
 from adaptopt.tasks.language import PTB_HPARAMS
 
 TASK = "ptb-awdlstm"
-BUDGET = {"epochs": 6, "batch_size": 4, "max_steps_per_epoch": 1000, "eval_every": 6}
-SMOKE_BUDGET = {"epochs": 2, "batch_size": 4, "max_steps_per_epoch": 3, "eval_every": 1}
+# TrainConfig fields of the Table 1 runs and of the smoothness run
+BUDGET: dict[str, Any] = {
+    "epochs": 6,
+    "batch_size": 4,
+    "max_steps_per_epoch": 1000,
+    "eval_every": 6,
+}
+SMOKE_BUDGET: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 4,
+    "max_steps_per_epoch": 3,
+    "eval_every": 1,
+}
 SMOOTHNESS_TASK = "wikitext2-transformer"
-SMOOTHNESS_RUN = {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 150, "probe": 5}
-SMOOTHNESS_SMOKE = {"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 6, "probe": 2}
+SMOOTHNESS_RUN: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 4,
+    "max_steps_per_epoch": 150,
+    "probe": 5,
+}
+SMOOTHNESS_SMOKE: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 4,
+    "max_steps_per_epoch": 6,
+    "probe": 2,
+}
 STUDIES = "docs/results"  # the committed study reports, relative to the repository
 # (title, function of the output folder) for each theory demo.
 THEORY_DEMOS: tuple[tuple[str, Callable[[Path], Any]], ...] = (

@@ -69,6 +69,7 @@ class ProcessGroup:
             state = register_sign_compression(ddp, compress)
             if hook_state is not None:
                 state.load_gathered_state_dict(hook_state)
+            # nn.Module.__setattr__ takes any value; torch annotates it for tensors and modules
             ddp.sign_compression = state  # type: ignore[assignment]
         elif hook_state is not None:
             raise ValueError("the checkpoint holds sign-compression state but compress is off")

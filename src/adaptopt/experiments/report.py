@@ -163,7 +163,7 @@ def table1(runs: Sequence[Run]) -> list[Block]:
         higher = next(s.higher_is_better for s in settings if s.config["task"] == task)
         header += [f"{task}: training loss", f"{task}: {metric.replace('_', ' ')}"]
         columns += [(task, "train_loss", False), (task, metric, higher)]
-    labels = {}
+    labels: dict[str, dict[str, Setting]] = {}  # label -> task -> setting
     for s in settings:
         labels.setdefault(_label(s, settings), {})[s.config["task"]] = s
     rows = [[label] for label in labels]
@@ -222,7 +222,8 @@ def curves(runs: Sequence[Run], out_dir: Path) -> list[Block]:
     for task in sorted({s.config["task"] for s in settings}):
         mine = [s for s in settings if s.config["task"] == task]
         metric = mine[0].metric
-        panels = {
+        # (metric key, x axis, y label) -> lines (label, x, mean, CI half-width)
+        panels: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {
             ("loss", "step", "training loss (per step, smoothed)"): [],
             ("train_loss", "epoch", "training loss (epoch mean)"): [],
             (metric, "epoch", metric.replace("_", " ")): [],
@@ -318,7 +319,9 @@ def _heatmap(task: str, optimizer: str, ranked: list[Setting], out_dir: Path) ->
         origin="lower",
     )
     for (i, j), v in np.ndenumerate(grid):
-        dark = not np.isnan(v) and image.norm(v) < 0.5  # viridis: white text on the dark half
+        dark = (
+            not np.isnan(v) and float(np.asarray(image.norm(v))) < 0.5
+        )  # viridis: white text on the dark half
         text = "div." if np.isnan(v) else f"{v:.3g}"
         color = "red" if np.isnan(v) else ("white" if dark else "black")
         ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)

@@ -13,7 +13,7 @@ only: none of them imports torch, the trainer, the tasks, the models or the opti
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,8 @@ def grid_values(value: Any, where: str) -> list[Any]:
         return value
     if isinstance(value, dict) and len(value) == 2 and "num" in value:
         (kind,) = set(value) - {"num"}
-        space = {"log": np.geomspace, "linear": np.linspace}.get(kind)
+        spaces: dict[str, Callable[..., np.ndarray]] = {"log": np.geomspace, "linear": np.linspace}
+        space = spaces.get(kind)
         bounds = value[kind]
         if space is not None and isinstance(bounds, list) and len(bounds) == 2:
             return [float(f"{v:.10g}") for v in space(*bounds, int(value["num"]))]
@@ -38,7 +39,6 @@ def grid_values(value: Any, where: str) -> list[Any]:
         f"{where}: expected a list of values or {{log = [a, b], num = n}} or "
         f"{{linear = [a, b], num = n}}, got {value!r}"
     )
-
 
 
 @dataclass
@@ -71,8 +71,8 @@ class Setting:
 
 
 def _mean(values: Iterable[float | None]) -> float:
-    values = [math.nan if v is None else v for v in values]
-    return float(np.mean(values)) if values else math.nan
+    floats = [math.nan if v is None else v for v in values]
+    return float(np.mean(floats)) if floats else math.nan
 
 
 def group_settings(runs: Iterable[Run]) -> list[Setting]:

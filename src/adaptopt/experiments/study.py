@@ -634,7 +634,9 @@ def run_study(
     restored = restore_records(study)
     if restored:
         log(f"restored {restored} finished runs from {study.results_dir / 'runs'}")
-    options = dict(workers=workers, executor=executor, slurm=slurm, progress=progress)
+    options: dict[str, Any] = dict(
+        workers=workers, executor=executor, slurm=slurm, progress=progress
+    )
     callbacks = study.callback_objects()
     from adaptopt.experiments.sweep import run_all  # the training stack, only when training
 

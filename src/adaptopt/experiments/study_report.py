@@ -47,8 +47,9 @@ def write_report(study: Study) -> Path:
     chosen = study.chosen(done)
     test_runs: dict[tuple[str, str], list[Run]] = {}
     for key, group in study.assign([r for r in done if not r.config.get("validation")]).items():
-        if chosen.get(key) is not None:
-            want = _hparams(chosen[key].hparams)
+        config = chosen.get(key)
+        if config is not None:
+            want = _hparams(config.hparams)
             kept = [r for r in group if _subset(want, _hparams(r.config["hparams"]))]
             if kept:
                 test_runs[key] = sorted(kept, key=lambda r: r.config["seed"])
@@ -268,8 +269,8 @@ def _grid(
                     xs = sorted(by_lr)
                     ax.plot(xs, [by_lr[x] for x in xs], marker="o", label=arm.label)
                     plotted = True
-        if plotted:
-            metric = grid_runs and next(iter(grid_runs.values()))[0].meta.get("metric", {})
+        if plotted and fig is not None and ax is not None:  # plotted: both were made
+            metric = next(iter(grid_runs.values()))[0].meta.get("metric", {}) if grid_runs else {}
             ax.set(xscale="log", xlabel="learning rate", ylabel=f"validation {metric['name']}")
             ax.set_title(task)
             ax.grid(alpha=0.3)
@@ -339,12 +340,10 @@ def _smoothness(
                     csv_rows.append(
                         [task, arm, quantity, layer, coverage, fit.L0, fit.L1, fit.covered, fit.n]
                     )
-            global_fit = (
-                fit_records(records, "norm", 0.95).get(GLOBAL) if quantity == "norm" else None
-            )
             sel = records.select(quantity=quantity)
             rho = stats.spearmanr(sel.grad, sel.smoothness).statistic if len(sel) > 2 else math.nan
             if quantity == "norm":
+                global_fit = fit_records(records, "norm", 0.95)[GLOBAL]  # the probe writes it
                 g = records.select(quantity="norm", layer=GLOBAL)
                 rho = stats.spearmanr(g.grad, g.smoothness).statistic if len(g) > 2 else math.nan
                 rows.append(

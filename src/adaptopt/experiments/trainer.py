@@ -140,7 +140,9 @@ def train(
         cb.on_train_begin(ctx)
     bar = run.progress_bar(progress)
     diverged_step = None
+    assert config.epochs is not None  # run.config is resolved
     while pos.epoch < config.epochs and diverged_step is None:
+        assert pos.epoch_rng is not None  # set by _Run.start and at every epoch's end
         run.data_rng.set_state(pos.epoch_rng)
         run.task.start_epoch(run.model)
         run.model.train()
@@ -209,7 +211,7 @@ class _Run:
         """Build task, model and optimizer; restore the checkpoint; open the run directory."""
         group = ProcessGroup.join()
         writer = run_dir is not None and group.rank == 0
-        if writer and not resume and status(run_dir) != "missing":
+        if writer and run_dir is not None and not resume and status(run_dir) != "missing":
             raise RunExistsError(f"{run_dir} already holds a run: resume it or choose another one")
         task = config.build_task()
         config = config.resolve(task)
@@ -264,7 +266,7 @@ class _Run:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / CONFIG, dataclasses.asdict(self.config))
-        meta = {"started": time.time(), "resumes": -1}
+        meta: dict[str, Any] = {"started": time.time(), "resumes": -1}
         if (self.run_dir / META).exists():
             meta = read_json(self.run_dir / META)
         meta |= _environment(self.device, self.group.world_size)
@@ -290,6 +292,7 @@ class _Run:
         return self.pos.epoch * self.batches_per_epoch + self.pos.batches
 
     def progress_bar(self, progress: bool | None) -> Any:
+        assert self.config.epochs is not None  # resolved in start
         return tqdm(
             total=self.config.epochs * self.batches_per_epoch,
             initial=self.done_batches(),
@@ -302,7 +305,8 @@ class _Run:
         evals: list[_Evaluation] = []
         closure = _closure(self, data, batch, evals)
         with _lr_scaled(self.optimizer, self.task.batch_lr_scale(batch)):
-            self.optimizer.step(closure)
+            # torch annotates the closure as returning a float; its optimizers take any loss
+            self.optimizer.step(closure)  # type: ignore[arg-type]
         if self.scheduler is not None:
             self.scheduler.step()
         return evals[0]
@@ -457,6 +461,7 @@ def _epoch_metrics(run: _Run, epoch: int, running: float, evaluate: bool) -> dic
     elif evaluate:
         final["train_loss"] = _evaluate(task, model, "train", device)["loss"]
     averaging.end_epoch()
+    assert config.eval_splits is not None  # resolved
     splits = list(config.eval_splits) if evaluate else []
     check = averaging.nonmono is not None and averaging.started_epoch is None
     if check and "valid" not in splits:

@@ -29,7 +29,7 @@ Weight drop modes (``weight_drop_mode``):
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -65,6 +65,12 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask
 
 
+def _weight_hh(lstm: nn.LSTM) -> nn.Parameter:
+    """``lstm.weight_hh_l0``: nn.LSTM registers its weights by name at run time, out of the
+    type checker's sight."""
+    return cast(nn.Parameter, lstm.weight_hh_l0)
+
+
 class WeightDropLSTM(nn.Module):
     """A one-layer LSTM whose hidden-to-hidden matrix gets DropConnect in training.
 
@@ -90,13 +96,13 @@ class WeightDropLSTM(nn.Module):
         lstm = nn.LSTM(input_size, hidden_size)
         if self.mode == "authors":  # the trained weight; lstm.weight_hh_l0 is its dropped copy
             # both start from the LSTM's default initialisation (registered first, as theirs)
-            self.weight_hh_l0_raw = nn.Parameter(lstm.weight_hh_l0.detach().clone())
+            self.weight_hh_l0_raw = nn.Parameter(_weight_hh(lstm).detach().clone())
         self.lstm = lstm
 
     @property
     def raw_weight_hh(self) -> nn.Parameter:
         """The hidden-to-hidden weight that is trained (and used in eval mode)."""
-        return self.weight_hh_l0_raw if self.mode == "authors" else self.lstm.weight_hh_l0
+        return self.weight_hh_l0_raw if self.mode == "authors" else _weight_hh(self.lstm)
 
     def draw_mask(self) -> torch.Tensor:
         """A fresh DropConnect mask with entries 0 or 1/(1−p): ``[4H, 1]`` (one per row) in
@@ -116,7 +122,7 @@ class WeightDropLSTM(nn.Module):
             dropped = raw * self.draw_mask()
             return functional_call(self.lstm, {"weight_hh_l0": dropped}, (x, state))
         dropped = raw * self.draw_mask() if drop else raw
-        copy = self.lstm.weight_hh_l0
+        copy = _weight_hh(self.lstm)
         with torch.no_grad():  # the copy holds the matrix in use, as the optimizer will see it
             copy.copy_(dropped)
         # value: the dropped matrix; gradient G to the copy and mask ⊙ G to the raw weight
@@ -158,10 +164,8 @@ class AWDLSTM(nn.Module):
     def init_state(self, batch_size: int) -> State:
         """All-zero (h, c) for every layer."""
         zeros = self.embedding.weight.new_zeros
-        return [
-            (zeros(1, batch_size, r.lstm.hidden_size), zeros(1, batch_size, r.lstm.hidden_size))
-            for r in self.rnns
-        ]
+        sizes = [cast(WeightDropLSTM, r).lstm.hidden_size for r in self.rnns]
+        return [(zeros(1, batch_size, h), zeros(1, batch_size, h)) for h in sizes]
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> LMOutput:
         """``tokens`` [T, B] → next-token logits [T, B, V], final state, AR and TAR terms."""

@@ -111,9 +111,11 @@ class CifarResNet(nn.Module):
             return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
+                assert m.bias is not None  # every convolution has a bias under fixup
                 nn.init.zeros_(m.bias)
         branch_scale = len(self.blocks) ** -0.5  # Fixup: L^(-1/(2m-2)) with m = 2
         for block in self.blocks:
+            assert isinstance(block, BasicBlock)
             block.conv1.weight.data.mul_(branch_scale)
             nn.init.zeros_(block.conv2.weight)
         nn.init.zeros_(self.linear.weight)

@@ -30,6 +30,8 @@ from torch.nn import functional as F
 class SinusoidalPositions(nn.Module):
     """Adds the fixed sin/cos position encoding of Vaswani et al. to ``x`` [B, T, d]."""
 
+    pe: torch.Tensor  # [max_len, d_model], a non-persistent buffer
+
     def __init__(self, d_model: int, max_len: int = 5000) -> None:
         super().__init__()
         position = torch.arange(max_len, dtype=torch.float32)[:, None]

@@ -119,6 +119,7 @@ def _linprog(xs: np.ndarray, ys: np.ndarray, coverage: float) -> tuple[float, fl
     # u_i ≥ 0 is the line's excess over point i, v_i ≥ 0 its shortfall (0 when covering all)
     eye = sparse.identity(n, format="csr")
     a_eq = sparse.hstack([np.ones((n, 1)), xs[:, None], -eye, eye], format="csr")
+    v_bounds: tuple[int, int | None]
     if coverage == 1:
         cost_u, cost_v, v_bounds = 1.0, 0.0, (0, 0)
     else:

@@ -86,7 +86,11 @@ def plot_records(
             s=10,
             linewidths=0,
         )
-        xs = np.geomspace(sel.grad[shown].min(), sel.grad[shown].max(), 200) if shown.any() else []
+        xs = (
+            np.geomspace(sel.grad[shown].min(), sel.grad[shown].max(), 200)
+            if shown.any()
+            else np.empty(0)
+        )
         ax.plot(
             xs,
             fit(xs),

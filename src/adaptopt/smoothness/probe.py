@@ -109,7 +109,7 @@ class _Snapshot:
 
 
 def _trainable(model: nn.Module) -> Params:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params: Params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters (requires_grad=True): nothing to probe")
     return params
@@ -297,7 +297,7 @@ class SmoothnessProbe:
             self.label,
         )
         if grad_next is not None:
-            rows += self._coord_rows(snap, x_next, grad_next)
+            rows += self._coord_rows(self._coords, snap, x_next, grad_next)
         self.rows += rows
         if self.path is not None:
             append_rows(self.path, rows)
@@ -329,10 +329,10 @@ class SmoothnessProbe:
         }
 
     def _coord_rows(
-        self, snap: _Snapshot, x_next: Params, grad_next: Params
+        self, coords: dict[str, Tensor], snap: _Snapshot, x_next: Params, grad_next: Params
     ) -> list[dict[str, Any]]:
         rows = []
-        for n, idx in self._coords.items():
+        for n, idx in coords.items():
             on = idx.to(x_next[n].device)
             g0, g1 = snap.grad[n].flatten()[on], grad_next[n].flatten()[on]
             dx = (x_next[n].flatten()[on] - snap.x[n].flatten()[on]).abs()

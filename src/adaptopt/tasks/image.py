@@ -55,7 +55,8 @@ VALID_FRACTION = 0.1  # authors' --val-ratio
 SPLIT_SEED = 0
 
 WD = 1e-4  # paper §5.1: fixed weight decay 1e-4, β1 = 0.9
-CIFAR10_HPARAMS = {  # SPEC.md §4, authors' final settings for ResNet-20 on CIFAR-10
+# SPEC.md §4, authors' final settings for ResNet-20 on CIFAR-10
+CIFAR10_HPARAMS: dict[str, dict[str, Any]] = {
     "gsignsgd": {"lr": 2e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": WD},
     "adam": {"lr": 9e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": WD},
     "sgd": {"lr": 0.07, "momentum": 0.9, "nesterov": True, "weight_decay": WD},
@@ -69,10 +70,12 @@ CIFAR10_HPARAMS = {  # SPEC.md §4, authors' final settings for ResNet-20 on CIF
     },
     "sgd_normalized": {"lr": 0.1, "momentum": 0.9, "weight_decay": WD},
 }
-SGDOL_HPARAMS = {"sgdol": {"smoothness": 10.0, "alpha": 10.0}}
+SGDOL_HPARAMS: dict[str, dict[str, Any]] = {"sgdol": {"smoothness": 10.0, "alpha": 10.0}}
 
 
-def _nobn_hparams(lr_l2: float, wd_l2: float, lr_w: float, wd_w: float) -> dict:
+def _nobn_hparams(
+    lr_l2: float, wd_l2: float, lr_w: float, wd_w: float
+) -> dict[str, dict[str, Any]]:
     """The authors' final Adam-ℓ2 / AdamW settings (AdamW-Scale-free README, CIFAR-10).
 
     Their AdamW multiplies the weights by 1 − λ·η/η0 = 1 − λ per step (constant η), while
@@ -126,7 +129,7 @@ class ImageClassificationTask(Task):
     )
 
     def __post_init__(self) -> None:
-        data = self.images
+        data = self._images()
         train = (data.train_x, data.train_y)
         test = (data.test_x, data.test_y)
         if self.validation:
@@ -138,7 +141,14 @@ class ImageClassificationTask(Task):
         self.splits = {"train": train, "valid": valid, "test": test}
 
     def build_model(self) -> nn.Module:
+        if self.model_factory is None:
+            raise ValueError(f"task {self.name!r} has no model_factory")
         return self.model_factory()
+
+    def _images(self) -> ImageData:
+        if self.images is None:
+            raise ValueError(f"task {self.name!r} has no images")
+        return self.images
 
     def _loader(self, split: str, device: torch.device, training: bool) -> DeviceImageLoader:
         if split not in self.splits:
@@ -163,8 +173,8 @@ class ImageClassificationTask(Task):
                 batch_size,
                 device=device,
                 augment=augment,
-                mean=self.images.mean,
-                std=self.images.std,
+                mean=self._images().mean,
+                std=self._images().std,
                 channels_last=self.channels_last,
                 drop_last=False,
                 shuffle=training,

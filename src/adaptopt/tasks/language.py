@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -71,6 +71,8 @@ class LanguageModelTask(Task):
     )
 
     def build_model(self) -> nn.Module:
+        if self.model_factory is None:
+            raise ValueError(f"task {self.name!r} has no model_factory")
         return self.model_factory()
 
     def _data(self, split: str, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -210,7 +212,8 @@ def _splits(corpus: Corpus, validation: bool, smoke: bool) -> dict[str, torch.Te
     return {"train": train, "valid": valid, "test": test}
 
 
-PTB_HPARAMS = {  # SPEC.md §4 and the authors' PTB commands (β1 = 0.9 everywhere)
+# SPEC.md §4 and the authors' PTB commands (β1 = 0.9 everywhere)
+PTB_HPARAMS: dict[str, dict[str, Any]] = {
     "gsignsgd": {
         "lr": 1e-3,
         "betas": (0.9, 0.999),
@@ -244,8 +247,7 @@ def ptb_awdlstm(
     if weight_drop not in WEIGHT_DROP_MODES:
         raise ValueError(f"weight_drop must be one of {WEIGHT_DROP_MODES}, got {weight_drop!r}")
     corpus = load_cached(load_ptb, data_dir, verify)
-    sizes: dict[str, object] = {"emb_size": 16, "hidden_size": 32} if smoke else {}
-    sizes["weight_drop_mode"] = weight_drop
+    sizes = {"emb_size": 16, "hidden_size": 32} if smoke else {}
     return AWDLSTMTask(
         name="ptb-awdlstm",
         metric="perplexity",
@@ -254,7 +256,9 @@ def ptb_awdlstm(
         hparams={k: dict(v) for k, v in PTB_HPARAMS.items()},
         validation=validation,
         splits=_splits(corpus, validation, smoke),
-        model_factory=functools.partial(AWDLSTM, len(corpus.vocab), **sizes),
+        model_factory=functools.partial(
+            AWDLSTM, len(corpus.vocab), weight_drop_mode=weight_drop, **sizes
+        ),
         bptt=10 if smoke else 70,
         random_length=True,
         eval_batch_size={"train": 10, "valid": 10, "test": 2},

@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -51,7 +51,8 @@ from adaptopt.models.transformer import (
 from adaptopt.tasks._loading import limit, load_cached
 from adaptopt.tasks.base import Budget, Task
 
-MULTI30K_HPARAMS = {  # authors' Multi30k commands; lr is the multiplier of noam_lambda
+# authors' Multi30k commands; lr is the multiplier of noam_lambda
+MULTI30K_HPARAMS: dict[str, dict[str, Any]] = {
     "gsignsgd": {"lr": 10.0, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.1},
     "adam": {"lr": 10.0, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.1},
     "sgd": {"lr": 1.0, "momentum": 0.9, "weight_decay": 1.0},
@@ -92,6 +93,8 @@ class TranslationTask(Task):
     eval_batch_size: int = 128
 
     def build_model(self) -> nn.Module:
+        if self.model_factory is None:
+            raise ValueError(f"task {self.name!r} has no model_factory")
         return self.model_factory()
 
     def train_batches(
@@ -119,19 +122,24 @@ class TranslationTask(Task):
         return noam_lambda(self.d_model, self.warmup_steps)
 
     def _translate(self, model: nn.Module, src: torch.Tensor, split: str) -> torch.Tensor:
+        seq2seq = cast(Seq2SeqTransformer, model)  # what model_factory builds
         max_len = src.size(1) + self.max_extra_len
         if split == "test" and self.beam_size > 1:
             return beam_search(
-                model, src, bos=BOS, eos=EOS, beam_size=self.beam_size, max_len=max_len
+                seq2seq, src, bos=BOS, eos=EOS, beam_size=self.beam_size, max_len=max_len
             )
-        return greedy_decode(model, src, bos=BOS, eos=EOS, max_len=max_len)
+        return greedy_decode(seq2seq, src, bos=BOS, eos=EOS, max_len=max_len)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        if self.bleu and self.data is None:
+            raise ValueError(f"task {self.name!r} computes BLEU but has no data to decode with")
+        decoder = self.data if self.bleu else None  # ids -> text for BLEU
         was_training = model.training
         model.eval()
         total, correct, count = torch.zeros((), device=device), 0, 0
-        hypotheses, references = [], []
+        hypotheses: list[str] = []
+        references: list[str] = []
         for src, tgt in translation_batches(self.splits[split], self.eval_batch_size):
             src, tgt = src.to(device), tgt.to(device)
             logits = model(src, tgt[:, :-1]).float()
@@ -142,9 +150,9 @@ class TranslationTask(Task):
             real = gold != PAD
             count += int(real.sum())
             correct += int((logits.argmax(-1).eq(gold) & real).sum())
-            if self.bleu:
-                hypotheses += [self.data.decode(row) for row in self._translate(model, src, split)]
-                references += [self.data.decode(row) for row in tgt]
+            if decoder is not None:
+                hypotheses += [decoder.decode(row) for row in self._translate(model, src, split)]
+                references += [decoder.decode(row) for row in tgt]
         model.train(was_training)
         loss = total.item() / count
         metrics = {

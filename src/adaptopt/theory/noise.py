@@ -59,7 +59,7 @@ class NoisyLeastSquares:
     def grad(self, x: Tensor) -> Tensor:
         return (x - self.x_star) @ self.H
 
-    def closure(self, params: list[Tensor], generator: torch.Generator) -> Callable[[], Tensor]:
+    def closure(self, params: Sequence[Tensor], generator: torch.Generator) -> Callable[[], Tensor]:
         r"""A closure that sets every ``p.grad`` to a fresh stochastic gradient (independent
         :math:`\xi` for every call and every row) and returns the summed loss."""
 
@@ -88,7 +88,8 @@ def sgd_final_grads(
     optimizer = create_optimizer("sgd", [{"params": [p], "lr": lr} for p, lr in zip(params, lrs)])
     closure = problem.closure(params, torch.Generator().manual_seed(seed))
     for _ in range(steps):
-        optimizer.step(closure)
+        # torch annotates the closure as returning a float; its optimizers take any loss
+        optimizer.step(closure)  # type: ignore[arg-type]
     return [_final_grad_rms(problem, p.detach()) for p in params]
 
 
@@ -100,7 +101,8 @@ def sgdol_final_grad(
     optimizer = create_optimizer("sgdol", [{"params": [p]} for p in params])
     closure = problem.closure(params, torch.Generator().manual_seed(seed))
     for _ in range(steps):
-        optimizer.step(closure)
+        # torch annotates the closure as returning a float; its optimizers take any loss
+        optimizer.step(closure)  # type: ignore[arg-type]
     return _final_grad_rms(problem, torch.stack([p.detach() for p in params]))
 
 

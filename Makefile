@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export ADAPTOPT_DATA ?= $(abspath .data):$(abspath ../shared/data)
 
-.PHONY: demo test lint data clean
+.PHONY: demo test lint typecheck data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed data
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
+
+# mypy over src/adaptopt, as configured in pyproject.toml ([tool.mypy])
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
 
 test: lint data
 	$(PY) -m pytest -q

@@ -20,6 +20,14 @@ bf16/fp16 parameters) in every path. Step counters (``state["step"]``) are float
 (``STEP_DTYPE``): they count exactly up to 2^53 steps (float32, torch's choice, stops at 2^24),
 and bias corrections are computed from the exact count; float32 counters of older state dicts
 are converted on loading.
+
+bf16/fp16 parameters: every path computes the new value in float32 (update and decoupled or
+proximal decay together) and rounds it once into the parameter, to nearest by default, or
+stochastically with ``stochastic_rounding=True`` (a group option of every optimizer; seed,
+random stream and its checkpointing: ``_rounding.py``). The fused kernels already compute in
+float32; for a rounded group they run on float32 copies of its bf16/fp16 parameters
+(``_rounding.lifted``), rounded afterwards with the same function as the other paths.
+float32/float64 parameters ignore the option.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim import _fused
+from adaptopt.optim import _fused, _rounding
 from adaptopt.optim._weight_decay import WEIGHT_DECAY_MODES, apply_update, couple_weight_decay
 
 Closure = Callable[[], Tensor]
@@ -141,10 +149,11 @@ class BaseOptimizer(torch.optim.Optimizer):
     """Base class: shared validation and the four-phase ``step`` described in the module doc.
 
     Subclasses set ``defaults`` (every group has ``lr``, ``weight_decay``,
-    ``weight_decay_mode``, ``maximize``, ``foreach``, ``fused``, ``capturable`` and
-    ``state_dtype``), implement :meth:`_validate_group`, :meth:`_direction` and, if they need
-    global norms, :meth:`_prepare`; with ``supports_fused`` also :meth:`_fused_step` (and the
-    fused branch of :meth:`_prepare`).
+    ``weight_decay_mode``, ``maximize``, ``foreach``, ``fused``, ``capturable``,
+    ``state_dtype``, ``stochastic_rounding`` and ``stochastic_rounding_seed``), implement
+    :meth:`_validate_group`, :meth:`_direction` and, if they need global norms,
+    :meth:`_prepare`; with ``supports_fused`` also :meth:`_fused_step` (and the fused branch
+    of :meth:`_prepare`).
     """
 
     supports_fused = False
@@ -155,11 +164,14 @@ class BaseOptimizer(torch.optim.Optimizer):
         defaults.setdefault("fused", None if self.supports_fused else False)
         defaults.setdefault("capturable", False)
         defaults.setdefault("state_dtype", None)
+        defaults.setdefault(_rounding.ENABLE_KEY, False)
+        defaults.setdefault(_rounding.SEED_KEY, None)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
+        _rounding.check_options(group, len(self.param_groups) - 1)
         self._validate_common(group)
         self._validate_group(group)
         if not hasattr(self, "_fused_requested"):
@@ -203,6 +215,11 @@ class BaseOptimizer(torch.optim.Optimizer):
         if group["capturable"] and group["fused"] is False:
             raise ValueError(
                 "Invalid capturable: only the fused step is capturable (use fused=True or None)"
+            )
+        if group["capturable"] and group[_rounding.ENABLE_KEY]:
+            raise ValueError(
+                "Invalid stochastic_rounding: not capturable (its random stream lives outside "
+                "the CUDA graph); use capturable=False with stochastic_rounding=True"
             )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -248,12 +265,23 @@ class BaseOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's loading, except that this optimizer keeps its own implementation choices
         (``IMPLEMENTATION_KEYS``) and state dtype: torch would cast the state to the
-        parameter dtype, here it is restored from ``state_dict`` in the state dtype."""
+        parameter dtype, here it is restored from ``state_dict`` in the state dtype. The
+        stochastic-rounding entries (switch, seed, random stream) are the saved ones; a state
+        dict saved without them keeps this optimizer's switch and seed."""
         own = [{key: group[key] for key in IMPLEMENTATION_KEYS} for group in self.param_groups]
+        rounding = [
+            {key: group[key] for key in (_rounding.ENABLE_KEY, _rounding.SEED_KEY)}
+            for group in self.param_groups
+        ]
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
-        for group, implementation, saved_group in zip(self.param_groups, own, saved_groups):
+        for group, implementation, saved_group, options in zip(
+            self.param_groups, own, saved_groups, rounding
+        ):
             group.update(implementation)
+            for key, value in options.items():
+                group.setdefault(key, value)
+            group.setdefault(_rounding.RNG_KEY, {})
             for p, saved_id in zip(group["params"], saved_group["params"]):
                 self._restore_state(group, p, state_dict["state"].get(saved_id, {}))
 
@@ -341,18 +369,45 @@ class BaseOptimizer(torch.optim.Optimizer):
         norms = {name: global_norm(tensors, foreach) for name, tensors in to_norm.items()}
         for (group, params, grads), named in zip(work, prepared):
             if group["fused"]:
-                self._fused_step(group, params, grads, named, norms)
+                self._rounded_fused_step(group, params, grads, named, norms)
                 continue
             updates = self._direction(group, params, grads, named, norms)
+            self._apply_update(group, params, updates, group["lr"])
+        return loss
+
+    def _apply_update(
+        self, group: dict[str, Any], params: list[Tensor], updates: list[Tensor], lr: Any
+    ) -> None:
+        """``apply_update`` with the group's decay and rounding (``_weight_decay.py``)."""
+        with _rounding.GroupRounding(group) as rounding:
             apply_update(
                 params,
                 updates,
-                group["lr"],
+                lr,
                 group["weight_decay"],
                 group["weight_decay_mode"],
                 group["foreach"],
+                rounding,
             )
-        return loss
+
+    def _rounded_fused_step(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        prepared: dict[str, list[Tensor]],
+        norms: dict[str, Tensor],
+    ) -> None:
+        """:meth:`_fused_step`; with stochastic rounding, on float32 copies of the bf16/fp16
+        parameters (the kernels round to nearest when they store), then rounded."""
+        if not group[_rounding.ENABLE_KEY] or not any(map(_rounding.is_low_precision, params)):
+            self._fused_step(group, params, grads, prepared, norms)
+            return
+        with (
+            _rounding.GroupRounding(group) as rounding,
+            _rounding.lifted(params, grads, rounding) as wide_grads,
+        ):
+            self._fused_step(group, params, wide_grads, prepared, norms)
 
 
 def safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:

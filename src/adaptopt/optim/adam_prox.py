@@ -43,6 +43,8 @@ class AdamProx(GeneralizedSignSGD):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -57,4 +59,6 @@ class AdamProx(GeneralizedSignSGD):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )

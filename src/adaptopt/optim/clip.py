@@ -61,6 +61,8 @@ class SGDClip(GlobalNormSGD):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -75,6 +77,8 @@ class SGDClip(GlobalNormSGD):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
         super().__init__(params, defaults)
 
@@ -115,6 +119,8 @@ class SGDClipGrad(SGDClip):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -129,6 +135,8 @@ class SGDClipGrad(SGDClip):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
 
 
@@ -151,6 +159,8 @@ class SGDClipMomentum(SGDClip):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -166,4 +176,6 @@ class SGDClipMomentum(SGDClip):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )

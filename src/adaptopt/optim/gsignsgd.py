@@ -58,6 +58,11 @@ class GeneralizedSignSGD(BaseOptimizer):
             be a 0-d tensor on the device).
         state_dtype: dtype of ``exp_avg``/``exp_avg_sq`` (default: the parameter dtype,
             float32 for bf16/fp16 parameters); ``torch.bfloat16`` halves the state memory.
+        stochastic_rounding: round bf16/fp16 parameters stochastically (unbiased) instead of
+            to nearest after each step, so that updates and decay below half an ulp are kept
+            in expectation; float32/float64 parameters ignore it (``adaptopt.optim._rounding``).
+        stochastic_rounding_seed: the seed of the group's rounding stream (default: derived
+            from ``torch.initial_seed()`` and the group index); its state is in ``state_dict``.
 
     State per parameter: ``step`` (a float64 0-d tensor: the bias corrections use the exact
     count up to 2^53 steps), ``exp_avg`` (m) and, if :math:`\beta_2 > 0`, ``exp_avg_sq`` (v).
@@ -82,6 +87,8 @@ class GeneralizedSignSGD(BaseOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -95,6 +102,8 @@ class GeneralizedSignSGD(BaseOptimizer):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
         super().__init__(params, defaults)
 
@@ -254,6 +263,8 @@ class Signum(GeneralizedSignSGD):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -267,6 +278,8 @@ class Signum(GeneralizedSignSGD):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
         BaseOptimizer.__init__(self, params, defaults)
 
@@ -295,6 +308,8 @@ class SignSGD(Signum):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -307,4 +322,6 @@ class SignSGD(Signum):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )

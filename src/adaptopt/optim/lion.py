@@ -41,6 +41,8 @@ class Lion(BaseOptimizer):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -52,6 +54,8 @@ class Lion(BaseOptimizer):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
         super().__init__(params, defaults)
 

@@ -40,6 +40,8 @@ class NormalizedSGD(GlobalNormSGD):
         fused: bool | None = None,
         capturable: bool = False,
         state_dtype: torch.dtype | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -53,6 +55,8 @@ class NormalizedSGD(GlobalNormSGD):
             fused=fused,
             capturable=capturable,
             state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
         super().__init__(params, defaults)
 

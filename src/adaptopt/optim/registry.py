@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from adaptopt.errors import ConfigError
+from adaptopt.optim import _rounding
 from adaptopt.optim.adam_prox import AdamProx
 from adaptopt.optim.clip import SGDClip, SGDClipGrad, SGDClipMomentum
 from adaptopt.optim.gsignsgd import GeneralizedSignSGD, SignSGD, Signum
@@ -26,10 +27,11 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgdol": SGDOL,
     "lion": Lion,
     "adam_prox": AdamProx,
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adagrad": torch.optim.Adagrad,
+    # torch's optimizers, with adaptopt's stochastic_rounding option (off: torch's own step)
+    "sgd": _rounding.SGD,
+    "adam": _rounding.Adam,
+    "adamw": _rounding.AdamW,
+    "adagrad": _rounding.Adagrad,
 }
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from adaptopt.optim._base import BaseOptimizer, Closure, check_positive
-from adaptopt.optim._weight_decay import WeightDecayMode, apply_update
+from adaptopt.optim._weight_decay import WeightDecayMode
 
 
 class SGDOL(BaseOptimizer):
@@ -67,6 +67,8 @@ class SGDOL(BaseOptimizer):
             both gradients include :math:`\lambda x_t`; the decoupled and proximal modes use
             the step size :math:`\rho_t \eta_t`).
         lr: the multiplier :math:`\rho \ge 0` of the learned step size (default 1: SGDOL).
+        stochastic_rounding, stochastic_rounding_seed: see
+            :class:`~adaptopt.optim.GeneralizedSignSGD`.
     """
 
     def __init__(
@@ -80,6 +82,8 @@ class SGDOL(BaseOptimizer):
         lr: float = 1.0,
         maximize: bool = False,
         foreach: bool | None = None,
+        stochastic_rounding: bool = False,
+        stochastic_rounding_seed: int | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -89,6 +93,8 @@ class SGDOL(BaseOptimizer):
             weight_decay_mode=weight_decay_mode,
             maximize=maximize,
             foreach=foreach,
+            stochastic_rounding=stochastic_rounding,
+            stochastic_rounding_seed=stochastic_rounding_seed,
         )
         super().__init__(params, defaults)
 
@@ -134,14 +140,7 @@ class SGDOL(BaseOptimizer):
                 torch.vdot(a.flatten(), b.flatten()).item() for a, b in zip(second, grads)
             )
             group["sum_grad_sq"] += sum(torch.vdot(g.flatten(), g.flatten()).item() for g in grads)
-            apply_update(
-                params,
-                grads,
-                group["lr"] * group["learned_lr"],
-                group["weight_decay"],
-                group["weight_decay_mode"],
-                group["foreach"],
-            )
+            self._apply_update(group, params, grads, group["lr"] * group["learned_lr"])
             group["learned_lr"] = _step_size(group)
         return loss
 

@@ -2,8 +2,9 @@
 
 Statistical tests use fixed seeds and a tolerance of Z = 5 standard deviations of the tested
 statistic, derived from the Bernoulli/binomial variance of the rounding decisions (a correct
-implementation fails one with probability below 1e-6); each has the negative control of
-round to nearest, which misses by far more than the tolerance.
+implementation fails such a check with probability about 6e-7; the seeds are fixed, so the
+outcome is reproducible); each has the negative control of round to nearest, which misses by
+far more than the tolerance.
 """
 
 from __future__ import annotations

@@ -403,11 +403,9 @@ class BaseOptimizer(torch.optim.Optimizer):
         if not group[_rounding.ENABLE_KEY] or not any(map(_rounding.is_low_precision, params)):
             self._fused_step(group, params, grads, prepared, norms)
             return
-        with (
-            _rounding.GroupRounding(group) as rounding,
-            _rounding.lifted(params, grads, rounding) as wide_grads,
-        ):
-            self._fused_step(group, params, wide_grads, prepared, norms)
+        wide = [g.float() if _rounding.is_low_precision(p) else g for p, g in zip(params, grads)]
+        with _rounding.GroupRounding(group) as rounding, _rounding.lifted(params, rounding):
+            self._fused_step(group, params, wide, prepared, norms)
 
 
 def safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:

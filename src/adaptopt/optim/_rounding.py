@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -149,7 +149,7 @@ class GroupRounding:
                     f"stochastic_rounding: cannot round a {type(p).__name__} (a tensor subclass "
                     "other than DTensor); use stochastic_rounding=False for it"
                 )
-            p, y = p.to_local(), y.to_local()
+            p, y = cast(Any, p).to_local(), cast(Any, y).to_local()
         p.copy_(stochastic_round(y, p.dtype, self.generator(p.device)))
 
     def __enter__(self) -> GroupRounding:
@@ -163,28 +163,21 @@ class GroupRounding:
 
 
 @contextlib.contextmanager
-def lifted(
-    params: list[Tensor], grads: list[Tensor] | None, rounding: GroupRounding
-) -> Iterator[list[Tensor] | None]:
+def lifted(params: list[Tensor], rounding: GroupRounding) -> Iterator[None]:
     """Run a step written for float32 parameters on low-precision ones, with ``rounding``.
 
     Inside the block each bf16/fp16 parameter holds a float32 copy of its value (``p.data``
-    is swapped; the storage of ``p`` is kept) and the block gets ``grads`` with those of the
-    lifted parameters cast to float32 (the kernels read gradients in the parameter dtype).
-    On exit the float32 result is rounded into the original storage. This is how the fused
-    step, and torch's optimizers, get one float32 computation and one (stochastic) rounding.
-    If the block raises, the parameters get their original values back, unchanged.
+    is swapped; the storage of ``p`` is kept); on exit the float32 result is rounded into
+    the original storage. The caller hands the step float32 gradients for them (kernels
+    read gradients in the parameter dtype). This is how the fused step, and torch's
+    optimizers, get one float32 computation and one (stochastic) rounding. If the block
+    raises, the parameters get their original values back, unchanged.
     """
     originals = [(p, p.data) for p in params if is_low_precision(p)]
-    lifted_ids = {id(p) for p, _ in originals}
     for p, data in originals:
         p.data = data.float()
-    if grads is not None:
-        grads = [
-            g.float() if id(p) in lifted_ids and g is not None else g for p, g in zip(params, grads)
-        ]
     try:
-        yield grads
+        yield
     except BaseException:
         for p, data in originals:
             p.data = data
@@ -230,7 +223,7 @@ def with_stochastic_rounding(cls: type[torch.optim.Optimizer]) -> type[torch.opt
         def add_param_group(self, param_group: dict[str, Any]) -> None:
             # during __init__ the keywords; after unpickling (torch keeps only ``defaults``,
             # ``state`` and ``param_groups``) the defaults, which hold them
-            source = self.__dict__.get("_rounding_defaults", self.defaults)
+            source: dict[str, Any] = self.__dict__.get("_rounding_defaults") or self.defaults
             param_group.setdefault(ENABLE_KEY, source.get(ENABLE_KEY, False))
             param_group.setdefault(SEED_KEY, source.get(SEED_KEY))
             super().add_param_group(param_group)
@@ -242,7 +235,9 @@ def with_stochastic_rounding(cls: type[torch.optim.Optimizer]) -> type[torch.opt
         @torch.no_grad()
         def step(self, closure: Callable[[], Any] | None = None) -> Any:
             # torch's step without its step hooks (they run once, around this call)
-            step = cls.step.__wrapped__ if getattr(cls.step, "hooked", False) else cls.step
+            step: Any = cls.step
+            if getattr(step, "hooked", False):
+                step = step.__wrapped__
             groups = self._rounded_groups()
             if not groups:
                 return step(self, closure)
@@ -263,7 +258,7 @@ def with_stochastic_rounding(cls: type[torch.optim.Optimizer]) -> type[torch.opt
                     for p in group["params"]:  # bf16 gradients back after the parameters
                         if p.grad is not None and is_low_precision(p):
                             stack.callback(setattr, p, "grad", p.grad)
-                    stack.enter_context(lifted(group["params"], None, rounding))
+                    stack.enter_context(lifted(group["params"], rounding))
                     for p in group["params"]:  # torch reads gradients in the parameter dtype
                         if p.grad is not None and p.grad.dtype != p.dtype:
                             p.grad = p.grad.float()

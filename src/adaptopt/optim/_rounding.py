@@ -90,9 +90,10 @@ def stochastic_round(y: Tensor, dtype: torch.dtype, generator: torch.Generator) 
     y = y.float()
     if dtype == torch.bfloat16:
         bits = y.view(torch.int32)
-        noise = torch.randint(
-            0, 1 << 16, y.shape, dtype=torch.int32, device=y.device, generator=generator
-        )
+        # 16 uniform bits: the low half of random_()'s uniform [0, 2^31) (twice as fast on CPU
+        # as randint(0, 2^16), which reduces each draw modulo its range)
+        noise = torch.empty(y.shape, dtype=torch.int32, device=y.device)
+        noise.random_(generator=generator).bitwise_and_((1 << 16) - 1)
         # the sum stays below 2^31 unless |y| is NaN (Inf has zero low bits: it stays Inf)
         rounded = bits.add(noise).bitwise_and_(-(1 << 16)).view(torch.float32)
         return torch.where(torch.isnan(y), y, rounded).to(torch.bfloat16)

@@ -28,10 +28,17 @@ random stream and its checkpointing: ``_rounding.py``). The fused kernels alread
 float32; for a rounded group they run on float32 copies of its bf16/fp16 parameters
 (``_rounding.lifted``), rounded afterwards with the same function as the other paths.
 float32/float64 parameters ignore the option.
+
+Sharded parameters (DTensor: FSDP2's ``fully_shard``, ``distribute_tensor``) take the non-fused
+steps: element-wise rules work on each rank's shards as they are, and global norms and inner
+products are reduced over the device mesh (:func:`global_norm`, :func:`global_dot`), so every
+rank steps as one process holding the whole model would. Their state dicts save and load
+through ``torch.distributed.checkpoint`` (resharding included).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -70,13 +77,115 @@ def check_betas(betas: Any) -> None:
 
 
 def global_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
-    """‖(t_1, ..., t_n)‖₂ as a 0-d tensor (0 for an empty list)."""
+    """‖(t_1, ..., t_n)‖₂ as a 0-d tensor (0 for an empty list).
+
+    Sharded tensors (DTensor: FSDP2's ``fully_shard``, ``distribute_tensor``) count with their
+    *global* value: the squared norms of the local shards are summed over the mesh dimensions
+    the tensor is sharded along (:func:`mesh_sum`, one all-reduce per mesh and sharding), so
+    every rank gets the norm a single process would compute. A collective then: every rank of
+    the mesh must call it (as every rank steps the optimizer under FSDP2).
+    """
     if not tensors:
         return torch.zeros(())
-    norms = (
-        torch._foreach_norm(tensors) if foreach else [torch.linalg.vector_norm(t) for t in tensors]
-    )
-    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    if not any(_is_dtensor(t) for t in tensors):
+        norms = (
+            torch._foreach_norm(tensors)
+            if foreach
+            else [torch.linalg.vector_norm(t) for t in tensors]
+        )
+        return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    tensors = [_settle_partial(t) for t in tensors]
+    local = [_local(t) for t in tensors]
+    norms = torch._foreach_norm(local) if foreach else [torch.linalg.vector_norm(t) for t in local]
+    squares = [n.to(_accumulation_dtype(n.dtype)).square() for n in norms]
+    return mesh_sum(list(zip(tensors, squares))).sqrt()
+
+
+def global_dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """⟨(x_1, ..., x_n), (y_1, ..., y_n)⟩ = Σ_i ⟨x_i, y_i⟩ as a 0-d tensor (0 for empty lists).
+
+    ``x_i`` and ``y_i`` have the same shape (and, for DTensors, the same mesh and placements);
+    a DTensor pair counts with its global inner product (:func:`mesh_sum`): a collective, as
+    :func:`global_norm`. SGDOL's surrogate-loss sums (⟨g', g⟩ and ‖g‖²) use it.
+    """
+    if len(xs) != len(ys):
+        raise ValueError(f"global_dot: {len(xs)} tensors against {len(ys)}")
+    if not xs:
+        return torch.zeros(())
+    pairs = []
+    for x, y in zip(xs, ys):
+        x, y = _settle_partial(x), _settle_partial(y)
+        if _is_dtensor(x) != _is_dtensor(y) or (
+            _is_dtensor(x) and (x.device_mesh, x.placements) != (y.device_mesh, y.placements)
+        ):
+            raise ValueError(
+                "global_dot: a sharded tensor (DTensor) needs a partner on the same mesh "
+                "with the same placements"
+            )
+        a, b = _local(x).flatten(), _local(y).flatten()
+        dtype = _accumulation_dtype(torch.promote_types(a.dtype, b.dtype))
+        dot = torch.vdot(a.to(dtype), b.to(dtype))
+        # summed over tensors (and shards) in float64 where the device has it (not MPS)
+        pairs.append((x, dot if dot.device.type == "mps" else dot.to(torch.float64)))
+    return mesh_sum(pairs)
+
+
+def mesh_sum(contributions: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Σ of 0-d local contributions ``(t, c)``, each computed on ``t``'s local data.
+
+    For a plain tensor ``t`` the contribution counts once (every rank holds all of ``t``). For
+    a DTensor it is summed over the mesh dimensions along which ``t`` is sharded (``Shard``;
+    ``Replicate`` dimensions hold copies and are not summed): one all-reduce for all the
+    contributions that share a mesh and a sharding. The result is on the first contribution's
+    device, in the promoted dtype of the contributions.
+    """
+    device = contributions[0][1].device
+    dtype = functools.reduce(torch.promote_types, (c.dtype for _, c in contributions))
+    plain: list[Tensor] = []
+    sharded: dict[tuple[Any, tuple[int, ...]], list[Tensor]] = {}
+    for t, c in contributions:
+        c = c.reshape(()).to(dtype)
+        if _is_dtensor(t):
+            dims = tuple(i for i, p in enumerate(t.placements) if p.is_shard())
+            sharded.setdefault((t.device_mesh, dims), []).append(c)
+        else:
+            plain.append(c.to(device))
+    parts = [torch.stack(plain).sum()] if plain else []
+    for (mesh, dims), values in sharded.items():
+        part = torch.stack(values).sum()
+        if dims:
+            from torch.distributed.tensor import DTensor, Partial, Replicate
+
+            placements = [Partial() if i in dims else Replicate() for i in range(mesh.ndim)]
+            part = DTensor.from_local(part, mesh, placements, run_check=False).full_tensor()
+        parts.append(part.to(device))
+    return torch.stack(parts).sum()
+
+
+def _is_dtensor(t: Tensor) -> bool:
+    """Whether ``t`` is a DTensor (checked by name: ``torch.distributed`` may be absent)."""
+    return not is_plain(t) and any(c.__name__ == "DTensor" for c in type(t).__mro__)
+
+
+def _local(t: Tensor) -> Tensor:
+    """A DTensor's local shard (``to_local``), any other tensor itself."""
+    return t.to_local() if _is_dtensor(t) else t
+
+
+def _settle_partial(t: Tensor) -> Tensor:
+    """A DTensor with ``Partial`` (pending-reduction) placements reduced to ``Replicate`` there,
+    so that its local data is a shard or a copy of the global value; anything else unchanged."""
+    if not _is_dtensor(t) or not any(p.is_partial() for p in t.placements):
+        return t
+    from torch.distributed.tensor import Replicate
+
+    placements = [Replicate() if p.is_partial() else p for p in t.placements]
+    return t.redistribute(t.device_mesh, placements)
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 at least for summing squares / products across shards (no bf16/fp16 sums)."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def default_foreach(params: Iterable[Tensor]) -> bool:

@@ -54,6 +54,8 @@ class GeneralizedSignSGD(BaseOptimizer):
         fused: one pass over memory per tensor (``adaptopt.optim._fused``: native multi-tensor
             kernels on CPU, multi-tensor Triton kernels on CUDA); default: on CPU
             (``_base.default_fused``; ``foreach`` on CUDA until the Triton step is measured).
+            Never for sharded (DTensor) parameters: ``fused=None`` falls back to the
+            non-fused step for them and ``fused=True`` raises ``ValueError``.
         capturable: the step may be captured in a CUDA graph (implies ``fused``; ``lr`` may
             be a 0-d tensor on the device).
         state_dtype: dtype of ``exp_avg``/``exp_avg_sq`` (default: the parameter dtype,

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim._base import BaseOptimizer, Closure, check_positive
+from adaptopt.optim._base import BaseOptimizer, Closure, check_positive, global_dot
 from adaptopt.optim._weight_decay import WeightDecayMode
 
 
@@ -114,8 +114,16 @@ class SGDOL(BaseOptimizer):
                 group["learned_lr"], group["lr"] = float(group["lr"]), 1.0
 
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
-        """One step; ``closure`` is required and is called twice (see the class docstring)."""
+    def step(self, closure: Closure | None = None) -> Tensor | None:
+        """One step; ``closure`` is required and is called twice (see the class docstring).
+
+        Without a closure, a step whose multiplier ``lr`` is 0 in every group is a no-op: that
+        is how ``torch.distributed.checkpoint.state_dict`` initializes an optimizer's state
+        (zero gradients, ``lr = 0``, ``step()``) before saving or loading it; SGDOL's state
+        lives in its param groups and needs no initialization.
+        """
+        if closure is None and all(group["lr"] == 0 for group in self.param_groups):
+            return None
         if closure is None:
             raise RuntimeError(
                 "SGDOL.step needs a closure: it is called twice per step, each time computing "
@@ -136,10 +144,9 @@ class SGDOL(BaseOptimizer):
             second = self._gather(dict(group, params=params))[1]
             if len(second) != len(grads):
                 raise RuntimeError("SGDOL: the second closure call left some gradients empty")
-            group["sum_inner_product"] += sum(
-                torch.vdot(a.flatten(), b.flatten()).item() for a, b in zip(second, grads)
-            )
-            group["sum_grad_sq"] += sum(torch.vdot(g.flatten(), g.flatten()).item() for g in grads)
+            # global over shards (DTensor parameters of FSDP2): every rank learns the same η
+            group["sum_inner_product"] += global_dot(second, grads).item()
+            group["sum_grad_sq"] += global_dot(grads, grads).item()
             self._apply_update(group, params, grads, group["lr"] * group["learned_lr"])
             group["learned_lr"] = _step_size(group)
         return loss

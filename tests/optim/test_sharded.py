@@ -23,6 +23,8 @@ from torch import nn
 
 from adaptopt.optim import OPTIMIZERS, _base, create_optimizer
 
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is absent")
+
 WORLD = 2
 NAMES = sorted(n for n, c in OPTIMIZERS.items() if c.__module__.startswith("adaptopt."))
 HPARAMS: dict[str, dict[str, Any]] = {

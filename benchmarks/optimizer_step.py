@@ -161,6 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of GPT-2 size")
+    parser.add_argument("--layers", type=int, default=12, help="transformer blocks (GPT-2: 12)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -178,7 +179,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     dtype = getattr(torch, args.dtype)
-    params, copy = random_params(gpt2_small_shapes(args.scale), dtype, device)
+    params, copy = random_params(gpt2_small_shapes(args.scale, args.layers), dtype, device)
     numel = sum(p.numel() for p in params)
     adam_fused = make_step("adam", "fused", params)
     default = "fused" if default_fused(params) else "foreach" if device.type == "cuda" else "loop"

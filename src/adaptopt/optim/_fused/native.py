@@ -92,6 +92,8 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "adaptopt_fused_has_avx2": (ctypes.c_int, []),
 }
 
+# Per argument (x, g, s0, s1, steps), one entry per tensor: tensors, or None when absent.
+Columns = list[list[Any]]
 _DATA_PTR = Tensor.data_ptr
 _IS_CONTIGUOUS = Tensor.is_contiguous
 
@@ -161,13 +163,13 @@ class _Call:
 
     __slots__ = ("grads", "indices", "numel", "param_dtype", "pointers", "state_dtype", "whole")
 
-    def __init__(self, columns: list[list[Tensor | None]], indices: list[int], read_params: bool):
+    def __init__(self, columns: Columns, indices: list[int], read_params: bool):
         first = [column[indices[0]] for column in columns]
         state = next((t for t in first[2:4] if t is not None), first[0])
         self.indices, self.whole = indices, indices == list(range(len(columns[0])))
         self.param_dtype, self.state_dtype = DTYPES[first[0].dtype], DTYPES[state.dtype]
         self.numel = _array(ctypes.c_int64, [columns[0][i].numel() for i in indices])
-        self.grads = (ctypes.c_void_p * len(indices))()  # filled in at each step
+        self.grads: Any = (ctypes.c_void_p * len(indices))()  # filled in at each step
         self.pointers = [
             None if column[indices[0]] is None or (j == 0 and not read_params)
             else _array(ctypes.c_void_p, [column[i].data_ptr() for i in indices])
@@ -179,7 +181,7 @@ class Plan:
     """The pointer tables of one kernel over one list of parameters and its state, valid
     while the same tensor objects hold the same memory (:meth:`matches`)."""
 
-    def __init__(self, name: str, columns: list[list[Tensor | None]], read_params: bool):
+    def __init__(self, name: str, columns: Columns, read_params: bool):
         params = columns[0]
         fixed = self.fixed(columns)
         for t in fixed:
@@ -204,10 +206,10 @@ class Plan:
         self.pointers = list(map(_DATA_PTR, fixed))
         self.calls = [_Call(columns, indices, read_params) for indices in calls.values()]
         writes = [columns[j] for j in (*layout.WRITES[name], 4) if columns[j][0] is not None]
-        self.written = [t for column in writes for t in column]
+        self.written: list[Tensor] = [t for column in writes for t in column]
 
     @staticmethod
-    def fixed(columns: list[list[Tensor | None]]) -> list[Tensor]:
+    def fixed(columns: Columns) -> list[Tensor]:
         """The tensors of a plan other than the gradients (which change at every step)."""
         return [t for j, column in enumerate(columns) if j != 1 and column[0] is not None
                 for t in column]  # fmt: skip
@@ -222,12 +224,12 @@ class Plan:
 
 
 def _contiguous(
-    columns: list[list[Tensor | None]], writes: Sequence[int]
-) -> tuple[list[list[Tensor | None]], list[tuple[Tensor, Tensor]]]:
+    columns: Columns, writes: Sequence[int]
+) -> tuple[Columns, list[tuple[Tensor, Tensor]]]:
     """``columns`` with contiguous copies of non-contiguous tensors, and the (original, copy)
     pairs of the written ones."""
-    copies = []
-    out = []
+    copies: list[tuple[Tensor, Tensor]] = []
+    out: Columns = []
     for j, column in enumerate(columns):
         if column[0] is None or all(map(_IS_CONTIGUOUS, column)):
             out.append(column)
@@ -264,7 +266,7 @@ def launch(
     if not params:
         return []
     n = len(params)
-    columns = [list(params), *(list(c) for c in others)]
+    columns: Columns = [list(params), *(list(c) for c in others)]
     columns += [[None] * n] * (4 - len(columns))
     columns.append([None] * n if steps is None else list(steps))
     if not all(map(_IS_CONTIGUOUS, columns[1])):

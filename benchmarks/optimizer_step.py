@@ -12,12 +12,13 @@ Implementations: ``loop`` (single-tensor reference), ``foreach`` (multi-tensor),
 the multi-tensor Triton kernels on CUDA), ``fused_compiled`` (the compiled per-tensor kernels,
 the CPU fallback; CPU only), ``compiled`` (``torch.compile`` of the ``foreach`` step, as a
 user would write it). Compilation happens in the warm-up steps, reported separately; the
-native kernels are built once per machine, before the first step. On CPU, copy moves more
+native kernels are built when adaptopt is installed. On CPU, copy moves more
 than the 8 bytes per element counted (the destination is read before it is written), so
 in-place steps can exceed a "roofline" of 1.
 
     python benchmarks/optimizer_step.py                      # CPU, full size (124.4M params)
     python benchmarks/optimizer_step.py --scale 0.05 --repeats 5
+    python benchmarks/optimizer_step.py --layers 6 --optimizers gsignsgd --impls fused --threads 2
     python benchmarks/optimizer_step.py --device cuda [--dtype bfloat16]
 
 ``benchmarks/gpu_check.py`` runs the CUDA rows with correctness checks and the targets.

@@ -11,7 +11,9 @@ export ADAPTOPT_DATA ?= $(abspath .data):$(abspath ../shared/data)
 
 .PHONY: demo test lint typecheck data clean
 
-$(VENV)/.installed: pyproject.toml
+# setup.py builds the native kernels (native.cpp, with layout.py's ids) into src/ on install.
+NATIVE := setup.py src/adaptopt/optim/_fused/native.cpp src/adaptopt/optim/_fused/layout.py
+$(VENV)/.installed: pyproject.toml $(NATIVE)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e '.[dev]'

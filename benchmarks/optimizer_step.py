@@ -12,12 +12,13 @@ Implementations: ``loop`` (single-tensor reference), ``foreach`` (multi-tensor),
 the multi-tensor Triton kernels on CUDA), ``fused_compiled`` (the compiled per-tensor kernels,
 the CPU fallback; CPU only), ``compiled`` (``torch.compile`` of the ``foreach`` step, as a
 user would write it). Compilation happens in the warm-up steps, reported separately; the
-native kernels are built once per machine, before the first step. On CPU, copy moves more
+native kernels are built when adaptopt is installed. On CPU, copy moves more
 than the 8 bytes per element counted (the destination is read before it is written), so
 in-place steps can exceed a "roofline" of 1.
 
     python benchmarks/optimizer_step.py                      # CPU, full size (124.4M params)
     python benchmarks/optimizer_step.py --scale 0.05 --repeats 5
+    python benchmarks/optimizer_step.py --layers 6 --optimizers gsignsgd --impls fused --threads 2
     python benchmarks/optimizer_step.py --device cuda [--dtype bfloat16]
 
 ``benchmarks/gpu_check.py`` runs the CUDA rows with correctness checks and the targets.
@@ -161,6 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of GPT-2 size")
+    parser.add_argument("--layers", type=int, default=12, help="transformer blocks (GPT-2: 12)")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -178,7 +180,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     dtype = getattr(torch, args.dtype)
-    params, copy = random_params(gpt2_small_shapes(args.scale), dtype, device)
+    params, copy = random_params(gpt2_small_shapes(args.scale, args.layers), dtype, device)
     numel = sum(p.numel() for p in params)
     adam_fused = make_step("adam", "fused", params)
     default = "fused" if default_fused(params) else "foreach" if device.type == "cuda" else "loop"

@@ -3,8 +3,10 @@ fit, and the theory calculators; the rest names the extra to install."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata as md
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import adaptopt
+import adaptopt.optim  # not imported by "import adaptopt"
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,7 +152,7 @@ CORE_SCRIPT = """
             assert last < first and torch.isfinite(x).all(), (name, path, first, last)
     print("stepped", len(available_optimizers()))
     from adaptopt.optim._fused import native
-    assert native.compiler() is None or native.available()  # native.cpp found and built
+    assert native.available() == native.PATH.exists()  # a built library loads
 
     grad = np.geomspace(0.1, 10, 30)
     fit = fit_l0_l1(grad, 1 + 2 * grad)  # coverage 1: solved without scipy
@@ -214,27 +217,49 @@ def test_version_and_extras_in_one_place():
 
 
 def test_wheel_and_sdist_carry_the_native_kernels(tmp_path):
-    """``python -m build``: the wheel holds the C++ source the fused CPU path compiles on use."""
+    """``python -m build``: the wheel holds the native library built from native.cpp (for
+    this platform, for any Python 3: ``py3-none-<platform>``), and the build never imports
+    torch (it is blocked here; an isolated build environment has only setuptools)."""
     pytest.importorskip("build", reason="needs the dev extra (python -m build)")
+    from adaptopt.optim._fused import layout, native
+
     source = tmp_path / "src-tree"  # build from a copy: nothing is written into the checkout
-    for item in ("pyproject.toml", "README.md", "CHANGELOG.md", "MANIFEST.in", "src"):
+    items = ("pyproject.toml", "setup.py", "README.md", "CHANGELOG.md", "MANIFEST.in", "src")
+    for item in items:
         src = REPO / item
         if src.is_dir():
-            skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so")
             shutil.copytree(src, source / item, ignore=skip)
         else:
             source.mkdir(exist_ok=True)
             shutil.copy(src, source / item)
+    blocker = tmp_path / "no-torch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["PYTHONPATH"] = str(blocker)
     out = tmp_path / "dist"
     result = subprocess.run(
         [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=1800, env=env,  # two compilations: ~1 min idle
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     version = adaptopt.__version__
-    with zipfile.ZipFile(out / f"adaptopt-{version}-py3-none-any.whl") as wheel:
+    wheels = list(out.glob(f"adaptopt-{version}-*.whl"))
+    assert len(wheels) == 1 and wheels[0].name.startswith(f"adaptopt-{version}-py3-none-")
+    assert not wheels[0].name.endswith("-any.whl")  # a platform wheel: it holds a library
+    library = f"adaptopt/optim/_fused/{layout.LIBRARY}"
+    with zipfile.ZipFile(wheels[0]) as wheel:
         names = set(wheel.namelist())
         metadata = wheel.read(f"adaptopt-{version}.dist-info/METADATA").decode()
+        assert library in names, sorted(n for n in names if "_fused" in n)
+        if platform.machine() == "x86_64":  # and the AVX2 build
+            assert f"adaptopt/optim/_fused/{layout.LIBRARY_AVX2}" in names
+        built = tmp_path / layout.LIBRARY
+        built.write_bytes(wheel.read(library))
+    lib = ctypes.CDLL(str(built))
+    lib.adaptopt_fused_abi.restype = ctypes.c_char_p
+    assert lib.adaptopt_fused_abi().decode() == layout.abi_key(native.SOURCE.read_bytes())
     assert "adaptopt/optim/_fused/native.cpp" in names
     assert "adaptopt/optim/_fused/native.py" in names and "adaptopt/cli/data.py" in names
     assert "Requires-Dist: torch>=2.4\n" in metadata and "Requires-Dist: numpy>=1.24\n" in metadata
@@ -245,4 +270,6 @@ def test_wheel_and_sdist_carry_the_native_kernels(tmp_path):
     with tarfile.open(out / f"adaptopt-{version}.tar.gz") as sdist:
         members = set(sdist.getnames())
     assert f"adaptopt-{version}/src/adaptopt/optim/_fused/native.cpp" in members
+    assert f"adaptopt-{version}/setup.py" in members
     assert f"adaptopt-{version}/CHANGELOG.md" in members
+    assert not any(m.endswith(".so") for m in members)  # sources only

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -210,8 +211,17 @@ def is_plain(t: Tensor | None) -> bool:
     return t is None or type(t) in (Tensor, torch.nn.Parameter)
 
 
+_PLAIN_TYPES = frozenset((Tensor, torch.nn.Parameter, type(None)))
+_GRAD = operator.attrgetter("grad")
+
+
 def subclass_in(params: Iterable[Tensor]) -> Tensor | None:
     """The first parameter (or its gradient) that is a tensor subclass, if any."""
+    params = list(params)
+    types = set(map(type, params))
+    types.update(map(type, map(_GRAD, params)))
+    if types <= _PLAIN_TYPES:  # the common case, checked without a Python loop (every step)
+        return None
     for p in params:
         if not is_plain(p):
             return p
@@ -382,6 +392,7 @@ class BaseOptimizer(torch.optim.Optimizer):
             {key: group[key] for key in (_rounding.ENABLE_KEY, _rounding.SEED_KEY)}
             for group in self.param_groups
         ]
+        self.__dict__.pop("_fused_caches", None)  # plans over the state being replaced
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
         for group, implementation, saved_group, options in zip(
@@ -407,6 +418,13 @@ class BaseOptimizer(torch.optim.Optimizer):
                 state[key] = step_counter(saved.get(key, value), device)
             elif torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype:
                 state[key] = saved[key].to(device=p.device, dtype=dtype)
+
+    def _fused_cache(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The fused step's per-group cache: the native kernels' pointer tables
+        (``_fused.native.Plan``, revalidated at every step), dropped by ``load_state_dict``;
+        never part of the state dict."""
+        caches = self.__dict__.setdefault("_fused_caches", {})
+        return caches.setdefault(id(group), {})
 
     # -- the step ---------------------------------------------------------------------------
     def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:

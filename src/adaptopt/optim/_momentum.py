@@ -84,6 +84,7 @@ class GlobalNormSGD(BaseOptimizer):
                 weight_decay=group["weight_decay"],
                 weight_decay_mode=group["weight_decay_mode"],
                 maximize=group["maximize"],
+                cache=self._fused_cache(group),
             )
             group_norms = {"momentum": momentum_norm, "grad": grad_norm}
             return {name: [group_norms[name]] for name in terms}
@@ -131,4 +132,5 @@ class GlobalNormSGD(BaseOptimizer):
             maximize=group["maximize"],
             momentum_weight=weights.get("momentum", 0.0),
             grad_weight=weights.get("grad", 0.0),
+            cache=self._fused_cache(group),
         )

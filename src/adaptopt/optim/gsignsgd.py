@@ -167,6 +167,7 @@ class GeneralizedSignSGD(BaseOptimizer):
             bias_correction=group["bias_correction"],
             maximize=group["maximize"],
             square_gradient=self._square_gradient,
+            cache=self._fused_cache(group),
         )
 
 

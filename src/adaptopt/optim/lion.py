@@ -110,4 +110,5 @@ class Lion(BaseOptimizer):
             weight_decay=group["weight_decay"],
             weight_decay_mode=group["weight_decay_mode"],
             maximize=group["maximize"],
+            cache=self._fused_cache(group),
         )

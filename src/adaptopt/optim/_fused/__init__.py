@@ -6,14 +6,15 @@ the optimizer classes make one pass per elementary operation; here every tensor 
 one pass, by one of two backends computing the same functions:
 
 * **native** (CPU, the default there): the multi-tensor C++ kernels of ``native.cpp``, built
-  once per machine by :mod:`~adaptopt.optim._fused.native`. One call per param group updates
-  all its tensors (no per-tensor dispatch), with software prefetching.
+  when the package is installed and loaded by :mod:`~adaptopt.optim._fused.native`. One call
+  per param group updates all its tensors (no per-tensor dispatch), with software
+  prefetching; Generalized SignSGD's step counters are incremented in the same call.
 * **triton** (CUDA): the multi-tensor Triton kernels of
   :mod:`~adaptopt.optim._fused.triton_kernels`, one launch per param group and pass over a
   device table of pointers and work items. triton is imported only when such a step runs.
   With :func:`triton_on_cpu` (and ``TRITON_INTERPRET=1``) they run on CPU tensors under
   Triton's interpreter: that is how they are tested without a GPU.
-* **compiled** (CPU when the native kernels cannot be built): the per-tensor functions of
+* **compiled** (CPU when the native kernels were not built): the per-tensor functions of
   :mod:`~adaptopt.optim._fused.kernels`, compiled by ``torch.compile`` (inductor C++) with
   ``fullgraph=True`` and dynamic sizes, so one compiled kernel serves every tensor shape of
   every model. A call costs tens of microseconds of dispatch: tensors of at most
@@ -34,6 +35,8 @@ Design:
   depends on each tensor's ``step``), so changing ``lr`` never recompiles, and nothing is
   copied from the host: the step can be captured in a CUDA graph (``capturable=True``;
   ``lr`` may then be a 0-d tensor on the device, updated in place by the LR schedulers).
+  The native kernels take the same row as a C array of doubles, one per group: they compute
+  the per-tensor bias corrections themselves, from the step counters they increment.
 * **Mixed precision.** The arithmetic runs in float32 for bf16/fp16/fp32 parameters (float64
   for float64 ones); the state has its own dtype (``state_dtype``), rounded once on store.
 * **Threads.** The native kernels use ``torch.get_num_threads()`` threads; the compiled ones
@@ -63,7 +66,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from adaptopt.optim._fused import kernels, layout, native
 
 # "native" or "compiled": the backend of fused steps on CPU (native falls back to compiled
-# when it cannot be built).
+# when the library was not built).
 CPU_BACKEND = "native"
 
 # Run the Triton kernels on CPU tensors (Triton's interpreter; see triton_on_cpu).
@@ -103,6 +106,11 @@ def cpp_compiler_available() -> bool:
 def native_available() -> bool:
     """Whether fused CPU steps use the native kernels (``CPU_BACKEND`` and a built library)."""
     return CPU_BACKEND == "native" and native.available()
+
+
+def uses_native(device: torch.device) -> bool:
+    """Whether fused steps on ``device`` run the native kernels."""
+    return device.type == "cpu" and not TRITON_ON_CPU and native_available()
 
 
 @contextlib.contextmanager
@@ -204,24 +212,21 @@ def launch(
     table: Tensor,
     *static: Any,
     read_params: bool = True,
-    writes: Sequence[int] = (),
 ) -> list[Any]:
-    """Call kernel ``name`` on ``(p, *others)`` with each tensor's coefficients.
+    """Call kernel ``name`` on ``(p, *others)`` with each tensor's coefficients (the native
+    kernels are called by the functions below, through ``native.launch``).
 
     ``table`` is ``(K,)`` (shared) or ``(n, K)`` (row ``i`` for tensor ``i``), cast to each
     tensor's compute dtype; ``static`` are Python arguments the graph specializes on; the
-    arguments at positions ``writes`` are updated in place. On CUDA this is one Triton launch
-    per dtype pair (``triton_kernels.launch``), on CPU one native call
-    (``native.launch``). Otherwise large tensors get one compiled call each; contiguous
-    tensors of at most ``BATCH_NUMEL`` elements are concatenated per dtype into one call (a
-    per-tensor table becomes per-element rows ``(numel, K)``) and copied back.
+    arguments at positions ``layout.WRITES[name]`` are updated in place. On CUDA this is one
+    Triton launch per dtype pair (``triton_kernels.launch``). Otherwise large tensors get one
+    compiled call each; contiguous tensors of at most ``BATCH_NUMEL`` elements are
+    concatenated per dtype into one call (a per-tensor table becomes per-element rows
+    ``(numel, K)``) and copied back.
     """
+    writes = layout.WRITES[name]
     if uses_triton(params[0].device):
         return triton_backend().launch(
-            name, params, others, table, *static, read_params=read_params, writes=writes
-        )
-    if params[0].device.type == "cpu" and native_available():
-        return native.launch(
             name, params, others, table, *static, read_params=read_params, writes=writes
         )
     kernel = compiled(name)
@@ -283,36 +288,44 @@ def gsignsgd(
     bias_correction: bool,
     maximize: bool,
     square_gradient: bool = False,
+    cache: dict[str, Any] | None = None,
 ) -> None:
     """Generalized SignSGD (``exp_avg_sqs=None`` when β2 = 0: Signum, SignSGD) or, with
     ``square_gradient``, Adam; increments ``steps`` (float64 counters, exact to 2^53, on the
-    parameter device)."""
+    parameter device). ``cache``: the param group's native plans (``native.Plan``)."""
     device = check_devices(params)
+    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
+    coefficients = dict(
+        sign=-1.0 if maximize else 1.0,
+        l2=l2,
+        beta1=beta1,
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        eps=eps,
+        decay=decay,
+    )
+    sqs = [None] * len(params) if exp_avg_sqs is None else exp_avg_sqs
+    if uses_native(device):  # the call increments the steps and bias-corrects per tensor
+        flags = layout.FLAGS["square_gradient"] * square_gradient
+        flags |= layout.FLAGS["bias_correction"] * bias_correction
+        row = layout.GSIGNSGD.row(**coefficients, inv_sqrt_bc2=1.0, step_size=-lr * inv_c)
+        native.launch(
+            "gsignsgd", params, [grads, exp_avgs, sqs], row, steps=steps, flags=flags, cache=cache
+        )
+        return
     torch._foreach_add_(steps, 1)
     bc1: Scalar = 1.0
     inv_sqrt_bc2: Scalar = 1.0
     if bias_correction:  # per tensor: each has its own step count
         t = torch.stack(steps).to(device=device, dtype=torch.float64)
         bc1, inv_sqrt_bc2 = 1 - beta1**t, (1 - beta2**t).rsqrt()
-    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    sign = -1.0 if maximize else 1.0
-    table = coefficient_table(
-        layout.GSIGNSGD.row(
-            sign=sign,
-            l2=l2,
-            beta1=beta1,
-            one_minus_beta1=1 - beta1,
-            beta2=beta2,
-            one_minus_beta2=1 - beta2,
-            inv_sqrt_bc2=inv_sqrt_bc2,
-            eps=eps,
-            decay=decay,
-            step_size=-lr * inv_c / bc1,
-        ),
-        device,
+    row = layout.GSIGNSGD.row(
+        **coefficients, inv_sqrt_bc2=inv_sqrt_bc2, step_size=-lr * inv_c / bc1
     )
-    sqs = [None] * len(params) if exp_avg_sqs is None else exp_avg_sqs
-    launch("gsignsgd", params, [grads, exp_avgs, sqs], table, square_gradient, writes=(0, 2, 3))
+    launch(
+        "gsignsgd", params, [grads, exp_avgs, sqs], coefficient_table(row, device), square_gradient
+    )
 
 
 def lion(
@@ -326,24 +339,25 @@ def lion(
     weight_decay: float,
     weight_decay_mode: str,
     maximize: bool,
+    cache: dict[str, Any] | None = None,
 ) -> None:
     """Lion (Chen et al. 2023)."""
     l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    sign = -1.0 if maximize else 1.0
-    table = coefficient_table(
-        layout.LION.row(
-            sign=sign,
-            l2=l2,
-            beta1=beta1,
-            one_minus_beta1=1 - beta1,
-            beta2=beta2,
-            one_minus_beta2=1 - beta2,
-            decay=decay,
-            step_size=-lr * inv_c,
-        ),
-        check_devices(params),
+    row = layout.LION.row(
+        sign=-1.0 if maximize else 1.0,
+        l2=l2,
+        beta1=beta1,
+        one_minus_beta1=1 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1 - beta2,
+        decay=decay,
+        step_size=-lr * inv_c,
     )
-    launch("lion", params, [grads, exp_avgs], table, writes=(0, 2))
+    device = check_devices(params)
+    if uses_native(device):
+        native.launch("lion", params, [grads, exp_avgs], row, cache=cache)
+    else:
+        launch("lion", params, [grads, exp_avgs], coefficient_table(row, device))
 
 
 def _momentum_prefix(
@@ -366,14 +380,22 @@ def momentum_norms(
     weight_decay: float,
     weight_decay_mode: str,
     maximize: bool,
+    cache: dict[str, Any] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Pass 1 (read-only): the group's ``(‖d‖, ‖b̃‖)`` as float64 0-d tensors, where b̃ is
     the momentum direction that :func:`momentum_step` will store and use."""
     prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
-    table = coefficient_table(layout.MOMENTUM_SUMS.row(**prefix), check_devices(params))
+    row = layout.MOMENTUM_SUMS.row(**prefix)
+    device = check_devices(params)
     buffers = [None] * len(params) if bufs is None else bufs
     coupled = weight_decay_mode == "l2" and weight_decay != 0
-    sums = launch("momentum_sums", params, [grads, buffers], table, read_params=coupled)
+    if uses_native(device):
+        sums = native.launch(
+            "momentum_sums", params, [grads, buffers], row, read_params=coupled, cache=cache
+        )
+    else:
+        table = coefficient_table(row, device)
+        sums = launch("momentum_sums", params, [grads, buffers], table, read_params=coupled)
     return tuple(torch.stack([s for pair in sums for s in pair]).view(-1, 2).sum(0).sqrt())
 
 
@@ -390,19 +412,21 @@ def momentum_step(
     maximize: bool,
     momentum_weight: Scalar,
     grad_weight: Scalar,
+    cache: dict[str, Any] | None = None,
 ) -> None:
     """Pass 2: :math:`x \\leftarrow x - \\eta (w_b \\tilde b + w_d d)` with decay; stores b_t."""
     prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
     _, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
     step = -lr * inv_c
-    table = coefficient_table(
-        layout.MOMENTUM_UPDATE.row(
-            **prefix,
-            decay=decay,
-            momentum_step=step * momentum_weight,
-            grad_step=step * grad_weight,
-        ),
-        check_devices(params),
+    row = layout.MOMENTUM_UPDATE.row(
+        **prefix,
+        decay=decay,
+        momentum_step=step * momentum_weight,
+        grad_step=step * grad_weight,
     )
+    device = check_devices(params)
     buffers = [None] * len(params) if bufs is None else bufs
-    launch("momentum_update", params, [grads, buffers], table, writes=(0, 2))
+    if uses_native(device):
+        native.launch("momentum_update", params, [grads, buffers], row, cache=cache)
+    else:
+        launch("momentum_update", params, [grads, buffers], coefficient_table(row, device))

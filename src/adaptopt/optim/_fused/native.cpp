@@ -8,10 +8,18 @@
 // out-of-cache tensor this measured 5-8% faster than without, see benchmarks/RESULTS.md).
 //
 // The arithmetic is the one of kernels.py (same coefficient vectors k: their layout is defined
-// once in layout.py, and native.py passes each index as a constant K_<KERNEL>_<FIELD>), in
-// float for float32/bfloat16/float16 parameters and double for float64 ones; parameters and
-// state are rounded to their own dtype (codes in DTYPE) when stored. No torch headers: the
-// system compiler builds the file once per machine (native.py caches the library).
+// once in layout.py), in float for float32/bfloat16/float16 parameters and double for float64
+// ones; parameters and state are rounded to their own dtype when stored.
+//
+// Plain C++, no Python or torch headers: setup.py builds it into a shared library when the
+// package is installed, and native.py loads it with ctypes. Every id below (kernels, dtypes,
+// flags, status codes, coefficient indices K_<KERNEL>_<FIELD>) comes from layout.defines()
+// as -D flags: layout.py is their one definition, and this file does not compile without them.
+
+#if !defined(KERNEL_GSIGNSGD) || !defined(DTYPE_FLOAT32) || !defined(FLAG_SQUARE_GRADIENT) || \
+    !defined(STATUS_OK) || !defined(K_GSIGNSGD_EPS) || !defined(ADAPTOPT_FUSED_ABI)
+#error "build with the -D flags of adaptopt/optim/_fused/layout.py (setup.py passes them)"
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -26,8 +34,6 @@ struct bf16 {
   uint16_t bits;
 };
 using f16 = _Float16;
-
-enum DTYPE { FLOAT32 = 0, FLOAT64 = 1, BFLOAT16 = 2, FLOAT16 = 3 };
 
 constexpr int64_t CHUNK = 1 << 15;          // elements a thread takes at a time
 constexpr int64_t BLOCK = 64;               // elements between prefetches (vector loop)
@@ -269,7 +275,8 @@ Sums momentum_update_chunk(P* x, const P* g, S* b, const double* k, int64_t begi
 }
 
 // Pointer arrays (one entry per tensor; a null array: that input is absent) and the
-// coefficient rows: tensor i uses k + i * k_stride (k_stride = 0: one row for all).
+// coefficient rows: tensor i uses k + i * k_stride (k_stride = 0: one row for all; the rows
+// of Generalized SignSGD with bias correction differ by their step counts).
 struct Args {
   int64_t n;
   void* const* x;
@@ -280,6 +287,7 @@ struct Args {
   const double* k;
   int64_t k_stride;
   int threads;
+  int flags;
 };
 
 template <class T>
@@ -287,65 +295,137 @@ T* at(void* const* array, int64_t i) {
   return array == nullptr ? nullptr : static_cast<T*>(array[i]);
 }
 
-template <class P, class S>
-Sums run(int kernel, int variant, const Args& a) {
+// One kernel over every chunk of every tensor. s0, s1: the state tensors (exp_avg,
+// exp_avg_sq, or the momentum buffer).
+template <int Kernel, class P, class S>
+Sums run(const Args& a) {
   return for_chunks(a.n, a.numel, a.threads, [&](int64_t i, int64_t begin, int64_t end) {
     P* x = at<P>(a.x, i);
     const P* g = at<P>(a.g, i);
     S* s0 = at<S>(a.s0, i);
     S* s1 = at<S>(a.s1, i);
     const double* k = a.k + i * a.k_stride;
-    switch (kernel) {
-      case 0:
-        if (s1 == nullptr)
-          return variant ? gsignsgd_chunk<P, S, false, true>(x, g, s0, s1, k, begin, end)
-                         : gsignsgd_chunk<P, S, false, false>(x, g, s0, s1, k, begin, end);
-        return variant ? gsignsgd_chunk<P, S, true, true>(x, g, s0, s1, k, begin, end)
-                       : gsignsgd_chunk<P, S, true, false>(x, g, s0, s1, k, begin, end);
-      case 1:
-        return lion_chunk<P, S>(x, g, s0, k, begin, end);
-      case 2:
-        if (x == nullptr)
-          return s0 ? momentum_sums_chunk<false, true>(x, g, s0, k, begin, end)
-                    : momentum_sums_chunk<false, false>(x, g, s0, k, begin, end);
-        return s0 ? momentum_sums_chunk<true, true>(x, g, s0, k, begin, end)
-                  : momentum_sums_chunk<true, false>(x, g, s0, k, begin, end);
-      default:
-        return s0 ? momentum_update_chunk<true>(x, g, s0, k, begin, end)
-                  : momentum_update_chunk<false>(x, g, s0, k, begin, end);
+    if constexpr (Kernel == KERNEL_GSIGNSGD) {
+      const bool square = (a.flags & FLAG_SQUARE_GRADIENT) != 0;
+      if (s1 == nullptr)
+        return square ? gsignsgd_chunk<P, S, false, true>(x, g, s0, s1, k, begin, end)
+                      : gsignsgd_chunk<P, S, false, false>(x, g, s0, s1, k, begin, end);
+      return square ? gsignsgd_chunk<P, S, true, true>(x, g, s0, s1, k, begin, end)
+                    : gsignsgd_chunk<P, S, true, false>(x, g, s0, s1, k, begin, end);
+    } else if constexpr (Kernel == KERNEL_LION) {
+      return lion_chunk<P, S>(x, g, s0, k, begin, end);
+    } else if constexpr (Kernel == KERNEL_MOMENTUM_SUMS) {
+      if (x == nullptr)
+        return s0 ? momentum_sums_chunk<false, true>(x, g, s0, k, begin, end)
+                  : momentum_sums_chunk<false, false>(x, g, s0, k, begin, end);
+      return s0 ? momentum_sums_chunk<true, true>(x, g, s0, k, begin, end)
+                : momentum_sums_chunk<true, false>(x, g, s0, k, begin, end);
+    } else {
+      static_assert(Kernel == KERNEL_MOMENTUM_UPDATE, "a kernel without a body");
+      return s0 ? momentum_update_chunk<true>(x, g, s0, k, begin, end)
+                : momentum_update_chunk<false>(x, g, s0, k, begin, end);
     }
   });
 }
 
-template <class P>
-int dispatch_state(int state_dtype, int kernel, int variant, const Args& a, double* sums) {
-  Sums s;
-  switch (state_dtype) {
-    case FLOAT32: s = run<P, float>(kernel, variant, a); break;
-    case FLOAT64: s = run<P, double>(kernel, variant, a); break;
-    case BFLOAT16: s = run<P, bf16>(kernel, variant, a); break;
-    case FLOAT16: s = run<P, f16>(kernel, variant, a); break;
-    default: return 1;
+// The kernel's instantiation for the parameter and state types. The ids are checked by
+// adaptopt_fused_step before: no case falls through to another kernel.
+template <class P, class S>
+Sums run_kernel(int kernel, const Args& a) {
+  switch (kernel) {
+    case KERNEL_GSIGNSGD: return run<KERNEL_GSIGNSGD, P, S>(a);
+    case KERNEL_LION: return run<KERNEL_LION, P, S>(a);
+    case KERNEL_MOMENTUM_SUMS: return run<KERNEL_MOMENTUM_SUMS, P, S>(a);
+    case KERNEL_MOMENTUM_UPDATE: return run<KERNEL_MOMENTUM_UPDATE, P, S>(a);
   }
-  if (sums != nullptr) sums[0] = s.a, sums[1] = s.b;
-  return 0;
+  __builtin_unreachable();
+}
+
+template <class P>
+Sums run_state(int state_dtype, int kernel, const Args& a) {
+  switch (state_dtype) {
+    case DTYPE_FLOAT32: return run_kernel<P, float>(kernel, a);
+    case DTYPE_FLOAT64: return run_kernel<P, double>(kernel, a);
+    case DTYPE_BFLOAT16: return run_kernel<P, bf16>(kernel, a);
+    case DTYPE_FLOAT16: return run_kernel<P, f16>(kernel, a);
+  }
+  __builtin_unreachable();
+}
+
+bool known_dtype(int code) {
+  return code == DTYPE_FLOAT32 || code == DTYPE_FLOAT64 || code == DTYPE_BFLOAT16 ||
+         code == DTYPE_FLOAT16;
+}
+
+// The inputs each kernel needs and accepts (the Python side passes null for absent ones).
+int check(int kernel, int flags, const Args& a, void* const* steps, const double* sums) {
+  const bool gsignsgd = kernel == KERNEL_GSIGNSGD, sums_kernel = kernel == KERNEL_MOMENTUM_SUMS;
+  if (!gsignsgd && kernel != KERNEL_LION && !sums_kernel && kernel != KERNEL_MOMENTUM_UPDATE)
+    return STATUS_UNKNOWN_KERNEL;
+  const int known_flags = gsignsgd ? FLAG_SQUARE_GRADIENT | FLAG_BIAS_CORRECTION : 0;
+  const bool needs_s0 = gsignsgd || kernel == KERNEL_LION;
+  const bool valid = a.n >= 0 && a.threads >= 1 && a.k != nullptr && a.numel != nullptr &&
+                     a.g != nullptr && (a.x != nullptr || sums_kernel) &&
+                     (a.s0 != nullptr || !needs_s0) && (a.s1 == nullptr || gsignsgd) &&
+                     (steps != nullptr) == gsignsgd && (sums != nullptr) == sums_kernel &&
+                     (flags & ~known_flags) == 0;
+  return valid ? STATUS_OK : STATUS_INVALID_ARGUMENTS;
 }
 
 }  // namespace
 
-// kernel: 0 gsignsgd (variant 1: square the gradient, i.e. Adam), 1 lion, 2 momentum_sums
-// (writes sums[0..1]), 3 momentum_update. s0, s1: the state tensors (exp_avg, exp_avg_sq or
-// the momentum buffer). Returns 0, or 1 for an unsupported dtype code.
-extern "C" int adaptopt_fused_step(int kernel, int variant, int param_dtype, int state_dtype,
+// Runs kernel (a KERNEL_* id; flags: FLAG_* bits) over n tensors whose elements are
+// param_dtype (x, g) and state_dtype (s0, s1), DTYPE_* codes, with the coefficient row k
+// (layout.py; numel[i] elements in tensor i; null arrays for absent inputs; x is absent
+// when momentum_sums does not read it, s1 without a second moment). Generalized SignSGD also
+// increments each tensor's step counter (steps[i]: a float64 scalar) once, then computes its
+// bias corrections from it (FLAG_BIAS_CORRECTION) into the inv_sqrt_bc2 and step_size
+// entries of its coefficient row. momentum_sums writes (Σd², Σb̃²) to sums[0..1]. Returns
+// STATUS_OK, or the STATUS_* code of the first check that failed (nothing is written then).
+extern "C" int adaptopt_fused_step(int kernel, int flags, int param_dtype, int state_dtype,
                                    int64_t n, void* const* x, void* const* g, void* const* s0,
-                                   void* const* s1, const int64_t* numel, const double* k,
-                                   int64_t k_stride, int threads, double* sums) {
-  const Args a{n, x, g, s0, s1, numel, k, k_stride, threads};
-  switch (param_dtype) {
-    case FLOAT32: return dispatch_state<float>(state_dtype, kernel, variant, a, sums);
-    case FLOAT64: return dispatch_state<double>(state_dtype, kernel, variant, a, sums);
-    case BFLOAT16: return dispatch_state<bf16>(state_dtype, kernel, variant, a, sums);
-    case FLOAT16: return dispatch_state<f16>(state_dtype, kernel, variant, a, sums);
-    default: return 1;
+                                   void* const* s1, void* const* steps, const int64_t* numel,
+                                   const double* k, int threads, double* sums) {
+  Args a{n, x, g, s0, s1, numel, k, 0, threads, flags};
+  const int status = check(kernel, flags, a, steps, sums);
+  if (status != STATUS_OK) return status;
+  if (!known_dtype(param_dtype) || !known_dtype(state_dtype)) return STATUS_UNSUPPORTED_DTYPE;
+  std::vector<double> rows;  // per-tensor rows with the bias corrections of each step count
+  if (steps != nullptr) {
+    const bool correct = (flags & FLAG_BIAS_CORRECTION) != 0;
+    if (correct) rows.resize(n * KSIZE_GSIGNSGD);
+    for (int64_t i = 0; i < n; ++i) {
+      const double t = *static_cast<double*>(steps[i]) += 1.0;
+      if (!correct) continue;
+      double* row = rows.data() + i * KSIZE_GSIGNSGD;
+      std::copy(k, k + KSIZE_GSIGNSGD, row);
+      row[K_GSIGNSGD_INV_SQRT_BC2] = 1.0 / std::sqrt(1.0 - std::pow(row[K_GSIGNSGD_BETA2], t));
+      row[K_GSIGNSGD_STEP_SIZE] /= 1.0 - std::pow(row[K_GSIGNSGD_BETA1], t);
+    }
+    if (correct) a.k = rows.data(), a.k_stride = KSIZE_GSIGNSGD;
   }
+  Sums s;
+  switch (param_dtype) {
+    case DTYPE_FLOAT32: s = run_state<float>(state_dtype, kernel, a); break;
+    case DTYPE_FLOAT64: s = run_state<double>(state_dtype, kernel, a); break;
+    case DTYPE_BFLOAT16: s = run_state<bf16>(state_dtype, kernel, a); break;
+    case DTYPE_FLOAT16: s = run_state<f16>(state_dtype, kernel, a); break;
+  }
+  if (sums != nullptr) sums[0] = s.a, sums[1] = s.b;
+  return STATUS_OK;
+}
+
+// The ABI key this library was built for (layout.abi_key: native.cpp and the -D flags), so
+// that a stale build is never called with another layout.
+extern "C" const char* adaptopt_fused_abi() { return ADAPTOPT_FUSED_ABI; }
+
+// Whether this CPU and OS run AVX2 and FMA instructions: native.py then loads the build of
+// this file with them (setup.py builds both on x86-64; the wheel's baseline is x86-64).
+extern "C" int adaptopt_fused_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return 0;
+#endif
 }

@@ -25,10 +25,11 @@ data:
 demo: $(VENV)/.installed data
 	$(VENV)/bin/adaptopt demo
 
+# ruff, then mypy over src/adaptopt as configured in pyproject.toml ([tool.mypy])
 lint: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
 
-# mypy over src/adaptopt, as configured in pyproject.toml ([tool.mypy])
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy
 

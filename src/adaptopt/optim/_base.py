@@ -42,7 +42,7 @@ import functools
 import math
 import operator
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -117,7 +117,7 @@ def global_dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     for x, y in zip(xs, ys):
         x, y = _settle_partial(x), _settle_partial(y)
         if _is_dtensor(x) != _is_dtensor(y) or (
-            _is_dtensor(x) and (x.device_mesh, x.placements) != (y.device_mesh, y.placements)
+            _is_dtensor(x) and _mesh_and_placements(x) != _mesh_and_placements(y)
         ):
             raise ValueError(
                 "global_dot: a sharded tensor (DTensor) needs a partner on the same mesh "
@@ -147,8 +147,9 @@ def mesh_sum(contributions: list[tuple[Tensor, Tensor]]) -> Tensor:
     for t, c in contributions:
         c = c.reshape(()).to(dtype)
         if _is_dtensor(t):
-            dims = tuple(i for i, p in enumerate(t.placements) if p.is_shard())
-            sharded.setdefault((t.device_mesh, dims), []).append(c)
+            mesh, placements = _mesh_and_placements(t)
+            dims = tuple(i for i, p in enumerate(placements) if p.is_shard())
+            sharded.setdefault((mesh, dims), []).append(c)
         else:
             plain.append(c.to(device))
     parts = [torch.stack(plain).sum()] if plain else []
@@ -157,8 +158,8 @@ def mesh_sum(contributions: list[tuple[Tensor, Tensor]]) -> Tensor:
         if dims:
             from torch.distributed.tensor import DTensor, Partial, Replicate
 
-            placements = [Partial() if i in dims else Replicate() for i in range(mesh.ndim)]
-            part = DTensor.from_local(part, mesh, placements, run_check=False).full_tensor()
+            pending = [Partial() if i in dims else Replicate() for i in range(mesh.ndim)]
+            part = DTensor.from_local(part, mesh, pending, run_check=False).full_tensor()
         parts.append(part.to(device))
     return torch.stack(parts).sum()
 
@@ -168,20 +169,29 @@ def _is_dtensor(t: Tensor) -> bool:
     return not is_plain(t) and any(c.__name__ == "DTensor" for c in type(t).__mro__)
 
 
+def _mesh_and_placements(t: Tensor) -> tuple[Any, tuple[Any, ...]]:
+    """A DTensor's device mesh and placements (typed loosely: DTensor may be absent)."""
+    dtensor = cast(Any, t)
+    return dtensor.device_mesh, tuple(dtensor.placements)
+
+
 def _local(t: Tensor) -> Tensor:
     """A DTensor's local shard (``to_local``), any other tensor itself."""
-    return t.to_local() if _is_dtensor(t) else t
+    return cast(Any, t).to_local() if _is_dtensor(t) else t
 
 
 def _settle_partial(t: Tensor) -> Tensor:
     """A DTensor with ``Partial`` (pending-reduction) placements reduced to ``Replicate`` there,
     so that its local data is a shard or a copy of the global value; anything else unchanged."""
-    if not _is_dtensor(t) or not any(p.is_partial() for p in t.placements):
+    if not _is_dtensor(t):
+        return t
+    mesh, placements = _mesh_and_placements(t)
+    if not any(p.is_partial() for p in placements):
         return t
     from torch.distributed.tensor import Replicate
 
-    placements = [Replicate() if p.is_partial() else p for p in t.placements]
-    return t.redistribute(t.device_mesh, placements)
+    settled = [Replicate() if p.is_partial() else p for p in placements]
+    return cast(Any, t).redistribute(mesh, settled)
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -477,7 +487,7 @@ class BaseOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Tensor | None:
+    def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
         """One optimization step; ``closure`` (optional) re-evaluates and returns the loss."""
         self._accelerator_graph_capture_health_check()
         loss = None

@@ -7,7 +7,7 @@ the clipped (``clip.py``) and normalized (``normalized.py``) variants.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -109,7 +109,9 @@ class GlobalNormSGD(BaseOptimizer):
         if group["foreach"]:
             scaled = [torch._foreach_mul(tensors, w) for tensors, w in terms]
             return list(scaled[0]) if len(scaled) == 1 else list(torch._foreach_add(*scaled))
-        return [sum(tensors[i] * w for tensors, w in terms) for i in range(len(params))]
+        return [
+            cast(Tensor, sum(tensors[i] * w for tensors, w in terms)) for i in range(len(params))
+        ]
 
     def _fused_step(
         self,

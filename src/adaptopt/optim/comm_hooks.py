@@ -57,7 +57,7 @@ Usage with any DDP model::
 
 # No ``from __future__ import annotations``: DDP checks the hook's annotations at run time
 # (``bucket: dist.GradBucket`` must be the class, not a string).
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -277,7 +277,8 @@ def register_sign_compression(
         raise TypeError(f"expected a DistributedDataParallel model, got {type(ddp).__name__}")
     if momentum is None:
         momentum = 0.9 if mode == "sign-mv" else 0.0
-    names = {p: name for name, p in ddp.module.named_parameters()}
+    model = cast(Any, ddp)  # DistributedDataParallel (checked above)
+    names = {p: name for name, p in model.module.named_parameters()}
     state = SignCompressionState(names, mode, momentum, process_group)
-    ddp.register_comm_hook(state, sign_compression_hook)
+    model.register_comm_hook(state, sign_compression_hook)
     return state

@@ -240,7 +240,7 @@ def _multi_tensor_direction(
     else:
         denom = torch._foreach_abs(squared)
     torch._foreach_add_(denom, eps)
-    return foreach_safe_div(list(m_hat), denom)
+    return foreach_safe_div(list(m_hat), list(denom))
 
 
 class Signum(GeneralizedSignSGD):

@@ -85,11 +85,11 @@ class Lion(BaseOptimizer):
             torch._foreach_mul_(exp_avgs, beta2)
             torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
             return list(updates)
-        updates = []
+        signs: list[Tensor] = []
         for m, g in zip(exp_avgs, grads):
-            updates.append(m.mul(beta1).add_(g, alpha=1 - beta1).sign_())
+            signs.append(m.mul(beta1).add_(g, alpha=1 - beta1).sign_())
             m.mul_(beta2).add_(g, alpha=1 - beta2)
-        return updates
+        return signs
 
     def _fused_step(
         self,

@@ -114,7 +114,7 @@ class SGDOL(BaseOptimizer):
                 group["learned_lr"], group["lr"] = float(group["lr"]), 1.0
 
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Tensor | None:
+    def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
         """One step; ``closure`` is required and is called twice (see the class docstring).
 
         Without a closure, a step whose multiplier ``lr`` is 0 in every group is a no-op: that

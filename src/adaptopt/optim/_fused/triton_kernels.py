@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import triton
@@ -413,10 +413,10 @@ def _device_tables(
     """
     n = len(columns[0])
     by_column = tuple(  # column-major: one comprehension per input, absent ones are 0
-        (0,) * n if column[0] is None else tuple(t.data_ptr() for t in column)
+        (0,) * n if column[0] is None else tuple(cast(Tensor, t).data_ptr() for t in column)
         for column in columns
     )
-    numels = tuple(g.numel() for g in columns[1])  # gradients are never absent
+    numels = tuple(cast(Tensor, g).numel() for g in columns[1])  # gradients are never absent
 
     def tensors() -> tuple[Tensor, bool]:
         pointers = list(zip(*by_column))
@@ -570,7 +570,7 @@ def compile_ahead(
     ]
     target = GPUTarget("cuda", arch, 32)
     base = {"tensors": "*i64", "items": "*i64", "k_table": "*fp64", "k_stride": "i64"}
-    flags = {
+    flags: dict[Any, list[dict[str, bool]]] = {
         gsignsgd_kernel: [
             dict(HAS_V=v, SQUARE_GRADIENT=s) for v in (True, False) for s in (True, False)
         ],

@@ -13,6 +13,18 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The suite neither reads nor writes the user's cache (tokenized corpora)."""
+    old = os.environ.get("ADAPTOPT_CACHE")
+    os.environ["ADAPTOPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        del os.environ["ADAPTOPT_CACHE"]
+    else:
+        os.environ["ADAPTOPT_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tests use tiny models, which run fastest single-threaded on a shared 2-core machine."""

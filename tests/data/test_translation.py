@@ -2,6 +2,7 @@ import gzip
 import io
 import tarfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import spacy
@@ -13,9 +14,10 @@ from adaptopt.data import (
     load_multi30k,
     pad_batch,
     tokenize,
+    translation,
     translation_batches,
 )
-from adaptopt.data.translation import BOS, EOS, PAD, SPECIALS, UNK
+from adaptopt.data.translation import BOS, EOS, PAD, SPECIALS, UNK, tokenize_file
 
 from .formats import load_real, write
 
@@ -47,6 +49,61 @@ def test_tokenizer_is_spacy_then_lowercase():
     assert tokenize("I CAN'T", "en") == ["i", "can't"]
     with pytest.raises(ValueError, match="no tokenizer for language 'xx1'"):
         tokenize("a", "xx1")
+
+
+def _fresh_tokenize_file(path, lang):
+    """``tokenize_file`` as a new process sees it: no tokenized file in memory."""
+    translation._tokenize_file.cache_clear()
+    return tokenize_file(path, lang)
+
+
+def test_tokenized_files_are_cached_on_disk(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ADAPTOPT_CACHE", str(cache))
+    text = write(tmp_path / "train.de", "".join(line + "\n" for line in TRAIN_DE).encode(), gz=True)
+    expected = tuple(tuple(tokenize(line, "de")) for line in TRAIN_DE)
+    assert _fresh_tokenize_file(text, "de") == expected
+    (entry,) = (cache / "tokens").iterdir()
+    assert f"-de-spacy{spacy.__version__}-" in entry.name
+
+    def no_spacy(lang):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(translation, "_tokenizer", no_spacy)
+    assert _fresh_tokenize_file(text, "de") == expected  # read back without spaCy
+    # a damaged entry is rebuilt, not trusted; negative control: spaCy is needed again
+    entry.write_text('[["ein", "hund"', encoding="utf-8")
+    with pytest.raises(AssertionError, match="tokenized again"):
+        _fresh_tokenize_file(text, "de")
+    monkeypatch.undo()
+    monkeypatch.setenv("ADAPTOPT_CACHE", str(cache))
+    assert _fresh_tokenize_file(text, "de") == expected
+    assert _fresh_tokenize_file(text, "de") == expected
+    # the key is the content: an edited file (same name) is tokenized afresh
+    write(text, b"Die Katze schl\xc3\xa4ft.\n", gz=False)
+    assert _fresh_tokenize_file(text, "de") == (("die", "katze", "schläft", "."),)
+    assert len(list((cache / "tokens").iterdir())) == 2
+    # the same text in the other language is another entry
+    assert _fresh_tokenize_file(text, "en") == (tuple(tokenize("Die Katze schläft.", "en")),)
+    assert len(list((cache / "tokens").iterdir())) == 3
+
+
+def test_an_empty_cache_variable_turns_the_cache_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTOPT_CACHE", "")
+    monkeypatch.chdir(tmp_path)
+    text = write(tmp_path / "train.en", b"A dog.\n")
+    assert _fresh_tokenize_file(text, "en") == (("a", "dog", "."),)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["train.en"]
+    assert not (Path.home() / ".cache").exists()
+
+
+def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ADAPTOPT_CACHE", str(blocker))
+    text = write(tmp_path / "train.en", b"A dog.\n")
+    assert _fresh_tokenize_file(text, "en") == (("a", "dog", "."),)
+    assert blocker.read_text() == "not a folder"
 
 
 def test_vocabulary_is_the_english_table_then_the_missing_german_words(tmp_path):

@@ -1,4 +1,3 @@
-
 from adaptopt.cli.main import main
 
 

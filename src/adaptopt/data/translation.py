@@ -20,11 +20,19 @@ validation and test sentences of multi30k/dataset (61 of 1,014 and 150 of 1,000 
 are the default; ``german="wmt16"`` reads the original WMT'16 ones, which the authors' torchtext
 ``Multi30k`` downloaded (``wmt16_torchtext/validation.tar.gz`` and
 ``wmt16_torchtext/test2016.de.original-wmt16.gz`` beside the main files).
+
+Tokenized files are cached on disk (JSON, keyed by the file's SHA-256, the language and the
+spaCy version) in ``$ADAPTOPT_CACHE/tokens``, by default ``~/.cache/adaptopt/tokens``; an
+empty ``ADAPTOPT_CACHE`` turns the cache off. Tokenizing the corpus takes about 12 s on one
+core, paid otherwise by every new process (each run of a study).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
 import os
 import sys
 import tarfile
@@ -38,7 +46,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from adaptopt._optional import require
-from adaptopt.data.locate import DatasetCorruptError, find_files, read_lines
+from adaptopt.data.locate import DatasetCorruptError, find_files, read_bytes, read_lines
 
 UNK, PAD, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<unk>", "<blank>", "<s>", "</s>")
@@ -97,7 +105,59 @@ def tokenize_file(path: Path, lang: str) -> Sentences:
 
 @functools.lru_cache(maxsize=12)
 def _tokenize_file(path: Path, lang: str, size: int, mtime_ns: int) -> Sentences:
-    return tuple(tuple(map(sys.intern, tokenize(line, lang))) for line in read_lines(path))
+    cache = _token_cache_path(path, lang)
+    sentences = _read_token_cache(cache) if cache is not None else None
+    if sentences is None:
+        sentences = [tokenize(line, lang) for line in read_lines(path)]
+        if cache is not None:
+            _write_token_cache(cache, sentences)
+    return tuple(tuple(map(sys.intern, tokens)) for tokens in sentences)
+
+
+CACHE_ENV_VAR = "ADAPTOPT_CACHE"
+_TOKEN_CACHE_FORMAT = 1
+
+
+def token_cache_dir() -> Path | None:
+    """Folder of the tokenization cache; ``None`` when ``$ADAPTOPT_CACHE`` is set empty."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    if root is None:
+        return Path.home() / ".cache" / "adaptopt" / "tokens"
+    return Path(root) / "tokens" if root else None
+
+
+def _token_cache_path(path: Path, lang: str) -> Path | None:
+    folder = token_cache_dir()
+    if folder is None:
+        return None
+    spacy = require("spacy", feature="Multi30k tokenization")
+    digest = hashlib.sha256(read_bytes(path)).hexdigest()[:32]
+    return folder / f"{digest}-{lang}-spacy{spacy.__version__}-v{_TOKEN_CACHE_FORMAT}.json"
+
+
+def _read_token_cache(cache: Path) -> list[list[str]] | None:
+    """The cached sentences, or ``None`` when the file is missing or unreadable (rebuilt)."""
+    try:
+        sentences = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(sentences, list) or not all(
+        isinstance(s, list) and all(isinstance(t, str) for t in s) for s in sentences
+    ):
+        return None
+    return sentences
+
+
+def _write_token_cache(cache: Path, sentences: list[list[str]]) -> None:
+    """Atomic write (a finished file or none); an unwritable cache is skipped."""
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(sentences, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _tar_lines(path: Path, member: str) -> list[str]:

@@ -94,6 +94,54 @@ def test_every_build_computes_the_reference_step(path, monkeypatch):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("path", BUILDS, ids=["portable", "avx2"])
+def test_every_build_vectorizes_the_float_square_root_and_division(path):
+    """Both builds hold packed float32 square roots and divisions (Generalized SignSGD's
+    element loop vectorized): a select ``denom == 0 ? 1 : denom`` before the division made
+    GCC branch around it and leave every loop scalar (no ``sqrtps``/``divps`` at all)."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump is not installed")
+    code = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    mnemonics = re.findall(r"^\s*[0-9a-f]+:\s+(\S+)", code, re.M)
+    for packed in ("sqrtps", "divps"):
+        assert any(m.removeprefix("v") == packed for m in mnemonics), f"no {packed} in {path.name}"
+
+
+def test_vector_loops_keep_the_zero_and_nan_cases(native_backend):
+    """The special cases of the element loops hold in their vectorized blocks (200 float32
+    elements: three blocks of 64 and a tail): GSignSGD with eps = 0 leaves elements whose
+    gradients are 0 in every step unchanged (0/0 := 0), Lion's sign of 0 is 0 and of NaN NaN,
+    while every other element moves (by exactly lr for Lion)."""
+    n, lr = 200, 0.25
+    g = torch.Generator().manual_seed(3)
+    zero = torch.arange(n) % 3 == 0
+    start = torch.randn(n, generator=g)
+    x = torch.nn.Parameter(start.clone())
+    opt = GeneralizedSignSGD([x], lr=lr, eps=0.0, bias_correction=True, fused=True)
+    for _ in range(3):
+        x.grad = torch.randn(n, generator=g).masked_fill(zero, 0.0)
+        opt.step()
+    assert torch.equal(x.detach()[zero], start[zero])
+    assert bool(x.detach()[~zero].ne(start[~zero]).all() and x.isfinite().all())
+
+    grad = torch.randn(n, generator=g).masked_fill(zero, 0.0)
+    nan = torch.tensor([5, 70, 133, 199])
+    grad[nan] = float("nan")
+    x = torch.nn.Parameter(start.clone())
+    x.grad = grad
+    Lion([x], lr=lr, fused=True).step()
+    expected = start - lr * torch.sign(grad)  # x - lr sign(g), rounded once as in the kernel
+    assert bool(x.detach()[nan].isnan().all())
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[nan] = False
+    assert torch.equal(x.detach()[keep], expected[keep])
+    assert torch.equal(x.detach()[zero], start[zero])
+
+
 # -- the interface -----------------------------------------------------------------------------
 
 C_TYPES = {

@@ -97,6 +97,8 @@ def main() -> None:
     specs = [(spec, False) for spec in args.lib] + [(spec, True) for spec in args.source]
     if not specs or any("=" not in spec for spec, _ in specs):
         parser.error("give at least one --lib NAME=PATH or --source NAME=PATH")
+    if len({spec.split("=", 1)[0] for spec, _ in specs}) < len(specs):
+        parser.error("two builds with one NAME")
     directory = Path(tempfile.mkdtemp(prefix="adaptopt-native-"))
     torch.set_num_threads(args.threads)  # torch (and its libgomp) first: the builds share it
     gen = torch.Generator().manual_seed(0)

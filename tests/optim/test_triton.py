@@ -41,7 +41,10 @@ from adaptopt.optim import (
     _base,
     _fused,
 )
+from adaptopt.optim._adam_family import _fused_adam_family
 from adaptopt.optim._fused import layout
+from adaptopt.optim._momentum import fused_momentum_norms, fused_momentum_update
+from adaptopt.optim.lion import _fused_lion
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
@@ -273,7 +276,7 @@ def test_gsignsgd_kernel_sizes_and_guards(square_gradient, kernels):
     x, grads, m, v = (list(views[i * n : (i + 1) * n]) for i in range(4))
     steps = [torch.tensor(float(i), device=DEVICE) for i in range(n)]
     lr, beta1, beta2, eps, wd = 1e-2, 0.8, 0.99, 1e-3, 0.1
-    _fused.gsignsgd(
+    _fused_adam_family(
         x, grads, m, v, steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
         weight_decay_mode="proximal", bias_correction=True, maximize=True,
         square_gradient=square_gradient,
@@ -302,7 +305,7 @@ def test_lion_kernel_sizes_and_guards(kernels):
     n = len(SIZES)
     x, grads, m = (list(views[i * n : (i + 1) * n]) for i in range(3))
     lr, beta1, beta2, wd = 0.1, 0.5, 0.9, 0.3
-    _fused.lion(
+    _fused_lion(
         x, grads, m, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
         weight_decay_mode="decoupled", maximize=False,
     )  # fmt: skip
@@ -328,7 +331,7 @@ def test_momentum_norms_and_update_sizes_and_guards(nesterov, kernels):
     x, grads, b = (list(views[i * n : (i + 1) * n]) for i in range(3))
     mu, wd = 0.9, 0.05
     options = dict(momentum=mu, nesterov=nesterov, weight_decay=wd, weight_decay_mode="l2")
-    norm_d, norm_b = _fused.momentum_norms(x, grads, b, maximize=False, **options)
+    norm_d, norm_b = fused_momentum_norms(x, grads, b, maximize=False, **options)
     d = [gi.double() + wd * xi.double() for gi, xi in zip(g, x0)]
     b_t = [mu * bi.double() + di for bi, di in zip(b0, d)]
     b_tilde = [di + mu * bt for di, bt in zip(d, b_t)] if nesterov else b_t
@@ -338,10 +341,10 @@ def test_momentum_norms_and_update_sizes_and_guards(nesterov, kernels):
     assert close(norm_d, expected_d, rel) and close(norm_b, expected_b, rel)
     assert not close(norm_d, expected_d * 1.001, rel)
     # the reduction is deterministic: the same bits again
-    again = _fused.momentum_norms(x, grads, b, maximize=False, **options)
+    again = fused_momentum_norms(x, grads, b, maximize=False, **options)
     assert torch.equal(torch.stack(again), torch.stack([norm_d, norm_b]))
     lr, w_b, w_d = 0.5, 0.7, 0.2
-    _fused.momentum_step(
+    fused_momentum_update(
         x, grads, b, lr=lr, maximize=False, momentum_weight=w_b, grad_weight=w_d, **options
     )
     for i in range(n):
@@ -369,9 +372,9 @@ def test_many_tensors_of_mixed_sizes_and_dtypes(kernels):
     steps = [torch.tensor(float(i % 7), device=DEVICE) for i in range(len(sizes))]
     options = dict(
         lr=1e-2, beta1=0.9, beta2=0.0, eps=1e-3, weight_decay=0.0,
-        weight_decay_mode="decoupled", bias_correction=True, maximize=False,
+        weight_decay_mode="decoupled", bias_correction=True, maximize=False, square_gradient=False,
     )  # fmt: skip
-    _fused.gsignsgd(list(x), [t.to(DEVICE) for t in grads], m, None, steps, **options)
+    _fused_adam_family(list(x), [t.to(DEVICE) for t in grads], m, None, steps, **options)
     for i in range(len(sizes)):
         t = i % 7 + 1
         m_t = 0.9 * m0[i].double() + 0.1 * grads[i].double()

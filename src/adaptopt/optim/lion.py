@@ -8,8 +8,16 @@ import torch
 from torch import Tensor
 
 from adaptopt.optim import _fused
-from adaptopt.optim._base import BaseOptimizer, check_betas
-from adaptopt.optim._weight_decay import WeightDecayMode
+from adaptopt.optim._base import BaseOptimizer, check_betas, implementation
+from adaptopt.optim._fused import layout
+from adaptopt.optim._weight_decay import (
+    Scalar,
+    WeightDecayMode,
+    apply_update,
+    descent_gradients,
+    l2_coefficient,
+    update_coefficients,
+)
 
 
 class Lion(BaseOptimizer):
@@ -64,39 +72,10 @@ class Lion(BaseOptimizer):
                 self.state[p]["exp_avg"] = self._zeros(group, p)
         return [self.state[p]["exp_avg"] for p in params]
 
-    def _direction(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> list[Tensor]:
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         beta1, beta2 = group["betas"]
-        exp_avgs = self._exp_avgs(group, params)
-        if group["foreach"]:
-            updates = torch._foreach_mul(exp_avgs, beta1)
-            torch._foreach_add_(updates, grads, alpha=1 - beta1)
-            torch._foreach_sign_(updates)
-            torch._foreach_mul_(exp_avgs, beta2)
-            torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
-            return list(updates)
-        updates = []
-        for m, g in zip(exp_avgs, grads):
-            updates.append(m.mul(beta1).add_(g, alpha=1 - beta1).sign_())
-            m.mul_(beta2).add_(g, alpha=1 - beta2)
-        return updates
-
-    def _fused_step(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> None:
-        beta1, beta2 = group["betas"]
-        _fused.lion(
+        step = implementation(group, _single_tensor_lion, _multi_tensor_lion, _fused_lion)
+        step(
             params,
             grads,
             self._exp_avgs(group, params),
@@ -107,3 +86,82 @@ class Lion(BaseOptimizer):
             weight_decay_mode=group["weight_decay_mode"],
             maximize=group["maximize"],
         )
+
+
+def _single_tensor_lion(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> None:
+    """Reference: u_t = sign(β1 m + (1-β1) g), then m_t = β2 m + (1-β2) g, one tensor at a time."""
+    grads = descent_gradients(
+        grads, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
+        foreach=False,
+    )  # fmt: skip
+    updates = []
+    for m, g in zip(exp_avgs, grads, strict=True):
+        updates.append(m.mul(beta1).add_(g, alpha=1 - beta1).sign_())
+        m.mul_(beta2).add_(g, alpha=1 - beta2)
+    apply_update(params, updates, lr, weight_decay, weight_decay_mode, foreach=False)
+
+
+def _multi_tensor_lion(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> None:
+    """The same function with ``torch._foreach_*`` kernels over the whole group."""
+    grads = descent_gradients(
+        grads, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
+        foreach=True,
+    )  # fmt: skip
+    updates = torch._foreach_mul(exp_avgs, beta1)
+    torch._foreach_add_(updates, grads, alpha=1 - beta1)
+    torch._foreach_sign_(updates)
+    torch._foreach_mul_(exp_avgs, beta2)
+    torch._foreach_add_(exp_avgs, grads, alpha=1 - beta2)
+    apply_update(params, list(updates), lr, weight_decay, weight_decay_mode, foreach=True)
+
+
+def _fused_lion(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    lr: Scalar,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> None:
+    """The same function in one pass per tensor (``_fused.kernels.lion``, native, Triton)."""
+    decay, step_size = update_coefficients(lr, weight_decay, weight_decay_mode)
+    table = _fused.coefficient_table(
+        layout.LION.row(
+            sign=-1.0 if maximize else 1.0,
+            l2=l2_coefficient(weight_decay, weight_decay_mode),
+            beta1=beta1,
+            one_minus_beta1=1 - beta1,
+            beta2=beta2,
+            one_minus_beta2=1 - beta2,
+            decay=decay,
+            step_size=step_size,
+        ),
+        _fused.check_devices(params),
+    )
+    _fused.launch("lion", params, [grads, exp_avgs], table, writes=(0, 2))

@@ -7,8 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim._base import BaseOptimizer, Closure, check_positive
-from adaptopt.optim._weight_decay import WeightDecayMode, apply_update
+from adaptopt.optim._base import BaseOptimizer, Closure, check_positive, implementation
+from adaptopt.optim._weight_decay import (
+    Scalar,
+    WeightDecayMode,
+    apply_update,
+    descent_gradients,
+)
 
 
 class SGDOL(BaseOptimizer):
@@ -117,33 +122,96 @@ class SGDOL(BaseOptimizer):
             )
         with torch.enable_grad():
             loss = closure()
-        work = [(group, *self._gather(group)) for group in self.param_groups]
-        first = [(group, params, [g.clone() for g in grads]) for group, params, grads in work]
+        first = [
+            (group, params, [g.clone() for g in grads])
+            for group, params, grads in (
+                (group, *self._gather(group)) for group in self.param_groups
+            )
+            if params
+        ]
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None
         with torch.enable_grad():
             closure()
-        for group, params, grads in first:
-            if not params:
-                continue
+        work = []
+        for group, params, grads in first:  # every check before any group changes
             second = self._gather(dict(group, params=params))[1]
             if len(second) != len(grads):
                 raise RuntimeError("SGDOL: the second closure call left some gradients empty")
-            group["sum_inner_product"] += sum(
-                torch.vdot(a.flatten(), b.flatten()).item() for a, b in zip(second, grads)
-            )
-            group["sum_grad_sq"] += sum(torch.vdot(g.flatten(), g.flatten()).item() for g in grads)
-            apply_update(
-                params,
-                grads,
-                group["lr"] * group["learned_lr"],
-                group["weight_decay"],
-                group["weight_decay_mode"],
-                group["foreach"],
-            )
-            group["learned_lr"] = _step_size(group)
+            work.append((group, params, grads, second))
+        for group, params, grads, second in work:
+            self._update(group, params, grads, second)
         return loss
+
+    def _update(  # type: ignore[override]
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], second: list[Tensor]
+    ) -> None:
+        """Step with the group's learned step size, then learn the next one from both
+        gradients (raw: the core applies ``maximize`` and the coupled decay)."""
+        step = implementation(group, _single_tensor_sgdol, _multi_tensor_sgdol)
+        inner_product, grad_sq = step(
+            params,
+            grads,
+            second,
+            step_size=group["lr"] * group["learned_lr"],
+            weight_decay=group["weight_decay"],
+            weight_decay_mode=group["weight_decay_mode"],
+            maximize=group["maximize"],
+        )
+        group["sum_inner_product"] += inner_product
+        group["sum_grad_sq"] += grad_sq
+        group["learned_lr"] = _step_size(group)
+
+
+def _single_tensor_sgdol(
+    params: list[Tensor],
+    grads: list[Tensor],
+    second_grads: list[Tensor],
+    *,
+    step_size: Scalar,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> tuple[float, float]:
+    r"""x ← x − ρη g (with the decay), one tensor at a time; returns this step's
+    :math:`(\langle g', g\rangle, \|g\|^2)` for the FTRL sums."""
+    options = dict(maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode)
+    g = descent_gradients(grads, params, foreach=False, **options)
+    g2 = descent_gradients(second_grads, params, foreach=False, **options)
+    inner_product, grad_sq = _surrogate_sums(g, g2)
+    apply_update(params, g, step_size, weight_decay, weight_decay_mode, foreach=False)
+    return inner_product, grad_sq
+
+
+def _multi_tensor_sgdol(
+    params: list[Tensor],
+    grads: list[Tensor],
+    second_grads: list[Tensor],
+    *,
+    step_size: Scalar,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+) -> tuple[float, float]:
+    """The same step with ``torch._foreach_*`` kernels over the whole group."""
+    options = dict(maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode)
+    g = descent_gradients(grads, params, foreach=True, **options)
+    g2 = descent_gradients(second_grads, params, foreach=True, **options)
+    inner_product, grad_sq = _surrogate_sums(g, g2)
+    apply_update(params, g, step_size, weight_decay, weight_decay_mode, foreach=True)
+    return inner_product, grad_sq
+
+
+def _surrogate_sums(grads: list[Tensor], second_grads: list[Tensor]) -> tuple[float, float]:
+    r""":math:`\sum \langle g', g\rangle` and :math:`\sum \|g\|^2` over the tensors (host
+    floats: the learned step size is a Python number)."""
+    inner_product = sum(
+        torch.vdot(a.flatten(), b.flatten()).item()
+        for a, b in zip(second_grads, grads, strict=True)
+    )
+    grad_sq = sum(torch.vdot(g.flatten(), g.flatten()).item() for g in grads)
+    return inner_product, grad_sq
 
 
 def _step_size(group: dict[str, Any]) -> float:

@@ -40,7 +40,9 @@ Design:
   are built with ``cpp.dynamic_threads`` (the OpenMP runtime picks the thread count,
   whatever the size of the tensor that triggered the compilation).
 
-The functions below are the functional interface used by the optimizer classes; their
+The optimizer families call :func:`launch` from their ``_fused_<rule>`` functions (e.g.
+``lion._fused_lion``), with the coefficient table built by :func:`coefficient_table` in the
+kernel's layout, the decay factors coming from ``_weight_decay.update_coefficients``. Their
 results equal the single-tensor reference within floating-point rounding (the coefficients
 are folded, e.g. :math:`\eta/(1-\beta_1^t)` is one factor): ``tests/optim/test_fused.py``
 checks, for both CPU backends, float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5,
@@ -60,7 +62,7 @@ import torch
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from adaptopt.optim._fused import kernels, layout, native
+from adaptopt.optim._fused import kernels, native
 
 # "native" or "compiled": the backend of fused steps on CPU (native falls back to compiled
 # when it cannot be built).
@@ -168,15 +170,6 @@ def coefficient_table(values: Sequence[Scalar], device: torch.device) -> Tensor:
     return torch.stack(torch.broadcast_tensors(*columns), dim=-1)
 
 
-def decay_coefficients(lr: Scalar, weight_decay: float, mode: str) -> tuple[Scalar, ...]:
-    r"""``(λ2, a/c, 1/c)`` of :math:`d = g + \lambda_2 x` and
-    :math:`x \leftarrow (a x - \eta u)/c` for the three modes of ``_weight_decay.py``."""
-    l2 = weight_decay if mode == "l2" else 0.0
-    a = 1 - lr * weight_decay if mode == "decoupled" else 1.0
-    c = 1 + lr * weight_decay if mode == "proximal" else 1.0
-    return l2, a / c, 1 / c
-
-
 def _flat(tensors: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
     """1-d aliases when every tensor is contiguous (one graph for all shapes), else as is.
 
@@ -265,144 +258,3 @@ def check_devices(params: list[Tensor]) -> torch.device:
             "split the parameters into one param group per device"
         )
     return devices.pop()
-
-
-def gsignsgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor] | None,
-    steps: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    weight_decay_mode: str,
-    bias_correction: bool,
-    maximize: bool,
-    square_gradient: bool = False,
-) -> None:
-    """Generalized SignSGD (``exp_avg_sqs=None`` when β2 = 0: Signum, SignSGD) or, with
-    ``square_gradient``, Adam; increments ``steps`` (float64 counters, exact to 2^53, on the
-    parameter device)."""
-    device = check_devices(params)
-    torch._foreach_add_(steps, 1)
-    bc1: Scalar = 1.0
-    inv_sqrt_bc2: Scalar = 1.0
-    if bias_correction:  # per tensor: each has its own step count
-        t = torch.stack(steps).to(device=device, dtype=torch.float64)
-        bc1, inv_sqrt_bc2 = 1 - beta1**t, (1 - beta2**t).rsqrt()
-    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    sign = -1.0 if maximize else 1.0
-    table = coefficient_table(
-        layout.GSIGNSGD.row(
-            sign=sign,
-            l2=l2,
-            beta1=beta1,
-            one_minus_beta1=1 - beta1,
-            beta2=beta2,
-            one_minus_beta2=1 - beta2,
-            inv_sqrt_bc2=inv_sqrt_bc2,
-            eps=eps,
-            decay=decay,
-            step_size=-lr * inv_c / bc1,
-        ),
-        device,
-    )
-    sqs = [None] * len(params) if exp_avg_sqs is None else exp_avg_sqs
-    launch("gsignsgd", params, [grads, exp_avgs, sqs], table, square_gradient, writes=(0, 2, 3))
-
-
-def lion(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-) -> None:
-    """Lion (Chen et al. 2023)."""
-    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    sign = -1.0 if maximize else 1.0
-    table = coefficient_table(
-        layout.LION.row(
-            sign=sign,
-            l2=l2,
-            beta1=beta1,
-            one_minus_beta1=1 - beta1,
-            beta2=beta2,
-            one_minus_beta2=1 - beta2,
-            decay=decay,
-            step_size=-lr * inv_c,
-        ),
-        check_devices(params),
-    )
-    launch("lion", params, [grads, exp_avgs], table, writes=(0, 2))
-
-
-def _momentum_prefix(
-    momentum: float, nesterov: bool, weight_decay: float, mode: str, maximize: bool
-) -> dict[str, float]:
-    """The ``layout.MOMENTUM_SUMS`` entries (s, λ2, μ, c_d, c_b) of
-    ``kernels.momentum_direction``."""
-    l2 = weight_decay if mode == "l2" else 0.0
-    c_d, c_b = (1.0, momentum) if nesterov else (0.0, 1.0)
-    return dict(sign=-1.0 if maximize else 1.0, l2=l2, momentum=momentum, c_d=c_d, c_b=c_b)
-
-
-def momentum_norms(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor] | None,
-    *,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-) -> tuple[Tensor, Tensor]:
-    """Pass 1 (read-only): the group's ``(‖d‖, ‖b̃‖)`` as float64 0-d tensors, where b̃ is
-    the momentum direction that :func:`momentum_step` will store and use."""
-    prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
-    table = coefficient_table(layout.MOMENTUM_SUMS.row(**prefix), check_devices(params))
-    buffers = [None] * len(params) if bufs is None else bufs
-    coupled = weight_decay_mode == "l2" and weight_decay != 0
-    sums = launch("momentum_sums", params, [grads, buffers], table, read_params=coupled)
-    return tuple(torch.stack([s for pair in sums for s in pair]).view(-1, 2).sum(0).sqrt())
-
-
-def momentum_step(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor] | None,
-    *,
-    lr: Scalar,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-    momentum_weight: Scalar,
-    grad_weight: Scalar,
-) -> None:
-    """Pass 2: :math:`x \\leftarrow x - \\eta (w_b \\tilde b + w_d d)` with decay; stores b_t."""
-    prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
-    _, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    step = -lr * inv_c
-    table = coefficient_table(
-        layout.MOMENTUM_UPDATE.row(
-            **prefix,
-            decay=decay,
-            momentum_step=step * momentum_weight,
-            grad_step=step * grad_weight,
-        ),
-        check_devices(params),
-    )
-    buffers = [None] * len(params) if bufs is None else bufs
-    launch("momentum_update", params, [grads, buffers], table, writes=(0, 2))

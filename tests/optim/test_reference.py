@@ -58,7 +58,7 @@ def run_library(cls, group_hparams, common, grads_seq, foreach=False):
     ]
     opt = cls(groups, foreach=foreach, **common)
     for row in grads_seq:
-        for p, g in zip(params, row):
+        for p, g in zip(params, row, strict=True):
             p.grad = None if g is None else g.clone()
         opt.step()
     return [p.detach() for p in params]
@@ -80,12 +80,12 @@ def run_reference(direction, group_hparams, common, grads_seq, global_norms=None
     hps = [{**common, **group_hparams[0]}] * 2 + [{**common, **group_hparams[1]}] * 2
     for row in grads_seq:
         ds = []
-        for x, g, hp in zip(xs, row, hps):
+        for x, g, hp in zip(xs, row, hps, strict=True):
             if g is not None and hp["weight_decay_mode"] == "l2":
                 g = g + hp["weight_decay"] * x
             ds.append(g)
         norms = global_norms(xs, ds, states, hps) if global_norms else None
-        for i, (x, d, hp) in enumerate(zip(xs, ds, hps)):
+        for i, (x, d, hp) in enumerate(zip(xs, ds, hps, strict=True)):
             if d is None:
                 continue
             step = direction(hp, x, d, states[i], norms)
@@ -124,7 +124,7 @@ def momentum_reference(hp, x, d, st):
 
 def clip_norms(xs, ds, states, hps):
     grad_sq, mom_sq = 0.0, 0.0
-    for x, d, st, hp in zip(xs, ds, states, hps):
+    for x, d, st, hp in zip(xs, ds, states, hps, strict=True):
         if d is None:
             continue
         st["b_tilde"] = momentum_reference(hp, x, d, st)
@@ -239,7 +239,7 @@ def test_matches_float64_reference(case, foreach):
     seq = gradient_sequence(seed=hash(case) % 1000)
     actual = run_library(cls, groups, common, seq, foreach=foreach)
     expected = run_reference(direction, groups, _fill(cls, common), seq, norms)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
@@ -250,7 +250,7 @@ def test_clip_grad_preset_matches_reference():
     actual = run_library(SGDClipGrad, groups, common, seq)
     ref_common = _fill(SGDClipGrad, common)
     expected = run_reference(clip_reference, groups, ref_common, seq, clip_norms)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
@@ -267,7 +267,7 @@ def test_signum_is_lr_times_sign_of_momentum(cls):
 
     ref_common = dict(weight_decay=0.0, weight_decay_mode="l2")
     expected = run_reference(signum_reference, groups, ref_common, seq)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
@@ -277,7 +277,7 @@ def test_adam_prox_l2_and_decoupled_equal_torch_adam_and_adamw():
         group = dict(lr=1e-2, weight_decay=0.05)
         ours = run_library(AdamProx, [group, group], dict(weight_decay_mode=mode), seq)
         theirs = run_library(torch_cls, [group, group], {}, seq)
-        for a, e in zip(ours, theirs):
+        for a, e in zip(ours, theirs, strict=True):
             torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
@@ -309,12 +309,12 @@ def run_sgdol(groups, first, second, schedule=None):
     params = [p.clone().requires_grad_() for p in initial_params()]
     opt = SGDOL([dict(params=params[:2], **groups[0]), dict(params=params[2:], **groups[1])])
     scheduler = None if schedule is None else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    for r1, r2 in zip(first, second):
+    for r1, r2 in zip(first, second, strict=True):
         calls = iter((r1, r2))
 
         def closure(calls=calls):
             row = next(calls)
-            for p, g in zip(params, row):
+            for p, g in zip(params, row, strict=True):
                 p.grad = None if g is None else g.clone()
             return torch.zeros(())
 
@@ -332,7 +332,7 @@ def sgdol_reference(groups, first, second, step_size):
     blocks = [(range(0, 2), h) for h in groups[:1]] + [(range(2, 4), h) for h in groups[1:]]
     sums = [[h["alpha"], h["alpha"]] for _, h in blocks]
     etas = [1 / h["smoothness"] for _, h in blocks]
-    for t, (r1, r2) in enumerate(zip(first, second)):
+    for t, (r1, r2) in enumerate(zip(first, second, strict=True)):
         for k, (idx, h) in enumerate(blocks):
             wd, mode = h.get("weight_decay", 0.0), h.get("weight_decay_mode", "l2")
             big_m = h["smoothness"]
@@ -355,9 +355,9 @@ def test_sgdol_matches_reference():
     first, second = sgdol_gradients()
     params, opt = run_sgdol(SGDOL_GROUPS, first, second)
     xs, etas = sgdol_reference(SGDOL_GROUPS, first, second, lambda k, t, eta: eta)
-    for a, e in zip(params, xs):
+    for a, e in zip(params, xs, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-    for group, eta in zip(opt.param_groups, etas):
+    for group, eta in zip(opt.param_groups, etas, strict=True):
         assert group["lr"] == 1.0
         assert group["learned_lr"] == pytest.approx(eta, rel=1e-12)
 
@@ -379,12 +379,12 @@ def test_sgdol_under_lambda_lr_steps_lr_times_learned_eta():
     first, second = sgdol_gradients(correlation=0.3)
     params, opt = run_sgdol(groups, first, second, schedule)
     xs, etas = sgdol_reference(groups, first, second, lambda k, t, eta: lr0[k] * schedule(t) * eta)
-    for a, e in zip(params, xs):
+    for a, e in zip(params, xs, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-    for group, eta, lr in zip(opt.param_groups, etas, lr0):
+    for group, eta, lr in zip(opt.param_groups, etas, lr0, strict=True):
         assert group["learned_lr"] == pytest.approx(eta, rel=1e-12)
         assert group["lr"] == pytest.approx(lr * schedule(len(first)), rel=1e-15)
-    for eta, group in zip(etas, groups):  # η moved away from η_1 = 1/M
+    for eta, group in zip(etas, groups, strict=True):  # η moved away from η_1 = 1/M
         assert abs(eta * group["smoothness"] - 1) > 0.2
 
     big_m = [g["smoothness"] for g in groups]
@@ -395,7 +395,8 @@ def test_sgdol_under_lambda_lr_steps_lr_times_learned_eta():
     for name, step_size in wrong.items():
         control, _ = sgdol_reference(groups, first, second, step_size)
         mismatch = any(
-            not torch.allclose(a, e, rtol=1e-12, atol=1e-12) for a, e in zip(params, control)
+            not torch.allclose(a, e, rtol=1e-12, atol=1e-12)
+            for a, e in zip(params, control, strict=True)
         )
         assert mismatch, name
 
@@ -406,9 +407,9 @@ def test_sgdol_constant_multiplier_one_is_the_unscheduled_step_bitwise():
     first, second = sgdol_gradients()
     plain, plain_opt = run_sgdol(SGDOL_GROUPS, first, second)
     scheduled, scheduled_opt = run_sgdol(SGDOL_GROUPS, first, second, lambda t: 1.0)
-    for a, b in zip(plain, scheduled):
+    for a, b in zip(plain, scheduled, strict=True):
         assert torch.equal(a, b)
-    for a, b in zip(plain_opt.param_groups, scheduled_opt.param_groups):
+    for a, b in zip(plain_opt.param_groups, scheduled_opt.param_groups, strict=True):
         assert a["learned_lr"] == b["learned_lr"] and b["lr"] == 1.0
 
 
@@ -429,21 +430,21 @@ def test_sgdol_loads_a_state_dict_that_kept_eta_in_lr():
         ]
     )
     restored.load_state_dict(saved)
-    for a, b in zip(restored.param_groups, opt.param_groups):
+    for a, b in zip(restored.param_groups, opt.param_groups, strict=True):
         assert a["learned_lr"] == b["learned_lr"] and a["lr"] == 1.0
         assert a["sum_inner_product"] == b["sum_inner_product"]
     for o in (opt, restored):
         ps = [p for group in o.param_groups for p in group["params"]]
-        for r1, r2 in zip(first[half:], second[half:]):
+        for r1, r2 in zip(first[half:], second[half:], strict=True):
             calls = iter((r1, r2))
 
             def closure(calls=calls, ps=ps):
-                for p, g in zip(ps, next(calls)):
+                for p, g in zip(ps, next(calls), strict=True):
                     p.grad = None if g is None else g.clone()
                 return torch.zeros(())
 
             o.step(closure)
-    for a, b in zip(params, restored_params):
+    for a, b in zip(params, restored_params, strict=True):
         assert torch.equal(a, b)
 
 
@@ -453,5 +454,5 @@ def test_foreach_equals_single_tensor(case):
     seq = gradient_sequence(seed=5)
     single = run_library(cls, groups, common, seq, foreach=False)
     multi = run_library(cls, groups, common, seq, foreach=True)
-    for a, b in zip(single, multi):
+    for a, b in zip(single, multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)

@@ -144,7 +144,7 @@ def gradients(shapes, dtype: torch.dtype, steps: int = STEPS) -> list[list[torch
         sequence.append(
             [
                 (torch.randn(s, generator=g, dtype=torch.float64) * scale).to(dtype)
-                for s, scale in zip(shapes, scales)
+                for s, scale in zip(shapes, scales, strict=True)
             ]
         )
     return sequence
@@ -157,7 +157,7 @@ def run_fused(cls, options, dtype, state_dtype=None):
     assert not params[0].is_contiguous()
     opt = cls(params, fused=True, state_dtype=state_dtype, **options)
     for row in gradients([p.shape for p in params], dtype):
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = grad.to(DEVICE)
         opt.step()
     return params, opt
@@ -173,7 +173,7 @@ def run_reference(cls, options, dtype, state_dtype, scale=1.0):
     params = [torch.nn.Parameter(p.double()) for p in initial_params(dtype)]
     opt = cls(params, fused=False, foreach=False, **options)
     for row in gradients([p.shape for p in params], dtype):
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = grad.double()
         opt.step()
         with torch.no_grad():
@@ -192,10 +192,10 @@ def check_against_reference(case, mode, dtype, state_dtype=None):
     fused, fused_opt = run_fused(cls, options, dtype, state_dtype)
     reference, reference_opt = run_reference(cls, options, dtype, stored_state)
     rel = tolerance(dtype, stored_state, STEPS)
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         assert a.dtype == dtype
         assert close(a, b, rel), (a, b)
-    for p_f, p_r in zip(fused, reference):
+    for p_f, p_r in zip(fused, reference, strict=True):
         s_f, s_r = fused_opt.state[p_f], reference_opt.state[p_r]
         assert s_f.keys() == s_r.keys()
         for key in s_f:
@@ -204,7 +204,7 @@ def check_against_reference(case, mode, dtype, state_dtype=None):
             assert close(s_f[key], s_r[key], rel), key
     # negative control: a 25% larger step must fail the same check
     perturbed, _ = run_reference(cls, options, dtype, stored_state, scale=1.25)
-    assert not all(close(a, b, rel) for a, b in zip(fused, perturbed))
+    assert not all(close(a, b, rel) for a, b in zip(fused, perturbed, strict=True))
 
 
 @requires_triton
@@ -271,7 +271,7 @@ def test_gsignsgd_kernel_sizes_and_guards(square_gradient, kernels):
     """One launch over 0-d, 1, 17, BLOCK±1, CHUNK+1 and empty tensors, each with its own
     step count (per-tensor bias corrections), against the float64 formulas."""
     x0, g, m0, v0 = (random_tensors(SIZES, seed, positive=seed == 3) for seed in range(4))
-    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0, *v0)])
+    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0, *v0)], strict=True)
     n = len(SIZES)
     x, grads, m, v = (list(views[i * n : (i + 1) * n]) for i in range(4))
     steps = [torch.tensor(float(i), device=DEVICE) for i in range(n)]
@@ -301,7 +301,7 @@ def test_gsignsgd_kernel_sizes_and_guards(square_gradient, kernels):
 @requires_triton
 def test_lion_kernel_sizes_and_guards(kernels):
     x0, g, m0 = (random_tensors(SIZES, seed) for seed in range(3))
-    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0)])
+    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0)], strict=True)
     n = len(SIZES)
     x, grads, m = (list(views[i * n : (i + 1) * n]) for i in range(3))
     lr, beta1, beta2, wd = 0.1, 0.5, 0.9, 0.3
@@ -326,15 +326,15 @@ def test_lion_kernel_sizes_and_guards(kernels):
 def test_momentum_norms_and_update_sizes_and_guards(nesterov, kernels):
     """Pass 1 (sums, reduction) and pass 2 of the clipped/normalized steps, coupled L2."""
     x0, g, b0 = (random_tensors(SIZES, seed) for seed in range(3))
-    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *b0)])
+    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *b0)], strict=True)
     n = len(SIZES)
     x, grads, b = (list(views[i * n : (i + 1) * n]) for i in range(3))
     mu, wd = 0.9, 0.05
     options = dict(momentum=mu, nesterov=nesterov, weight_decay=wd, weight_decay_mode="l2")
     norm_d, norm_b = fused_momentum_norms(x, grads, b, maximize=False, **options)
-    d = [gi.double() + wd * xi.double() for gi, xi in zip(g, x0)]
-    b_t = [mu * bi.double() + di for bi, di in zip(b0, d)]
-    b_tilde = [di + mu * bt for di, bt in zip(d, b_t)] if nesterov else b_t
+    d = [gi.double() + wd * xi.double() for gi, xi in zip(g, x0, strict=True)]
+    b_t = [mu * bi.double() + di for bi, di in zip(b0, d, strict=True)]
+    b_tilde = [di + mu * bt for di, bt in zip(d, b_t, strict=True)] if nesterov else b_t
     expected_d = torch.cat([t.reshape(-1) for t in d]).norm()
     expected_b = torch.cat([t.reshape(-1) for t in b_tilde]).norm()
     rel = tolerance(torch.float32, torch.float32, 1)
@@ -364,10 +364,10 @@ def test_many_tensors_of_mixed_sizes_and_dtypes(kernels):
     g = torch.Generator().manual_seed(5)
     sizes = torch.randint(0, 3 * CHUNK + 1, (30,), generator=g).tolist()
     dtypes = [torch.bfloat16 if i % 3 == 0 else torch.float32 for i in range(len(sizes))]
-    x0 = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes)]
-    grads = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes)]
+    x0 = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes, strict=True)]
+    grads = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes, strict=True)]
     m0 = [torch.randn(s, generator=g) for s in sizes]
-    buffers, x = zip(*[guarded(t) for t in x0])
+    buffers, x = zip(*[guarded(t) for t in x0], strict=True)
     m = [t.clone().to(DEVICE) for t in m0]
     steps = [torch.tensor(float(i % 7), device=DEVICE) for i in range(len(sizes))]
     options = dict(
@@ -419,12 +419,12 @@ def test_capturable_tensor_lr_follows_the_schedule(kernels):
         )
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5**t)
         for row in gradients([p.shape for p in params], torch.float64):
-            for p, grad in zip(params, row):
+            for p, grad in zip(params, row, strict=True):
                 p.grad = grad.to(DEVICE)
             opt.step()
             schedule.step()
         trajectories.append(params)
-    for a, b in zip(*trajectories):
+    for a, b in zip(*trajectories, strict=True):
         assert close(a, b, 1e-14)
 
 
@@ -528,7 +528,7 @@ def test_cuda_graph_capture_replays_the_step(case, kernels):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up: state and device tables
-            for p, grad in zip(params, rows[0]):
+            for p, grad in zip(params, rows[0], strict=True):
                 p.grad.copy_(grad)
             opt.step()
         torch.cuda.current_stream().wait_stream(stream)
@@ -537,12 +537,12 @@ def test_cuda_graph_capture_replays_the_step(case, kernels):
             with torch.cuda.graph(graph):
                 opt.step()
         for row in rows[1:]:
-            for p, grad in zip(params, row):
+            for p, grad in zip(params, row, strict=True):
                 p.grad.copy_(grad)
             graph.replay() if graphed else opt.step()
         torch.cuda.synchronize()
         results.append([p.detach().cpu() for p in params])
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

@@ -218,7 +218,7 @@ def launch(
             name, params, others, table, *static, read_params=read_params, writes=writes
         )
     kernel = compiled(name)
-    rows = list(zip([p if read_params else None for p in params], *others))
+    rows = list(zip([p if read_params else None for p in params], *others, strict=True))
     tables: dict[torch.dtype, Tensor] = {}
     batches: dict[tuple[Any, ...], list[int]] = {}
     results = []

@@ -13,17 +13,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._dynamo
+from infos import names
 from torch._dynamo.utils import counters
 
-from adaptopt.optim import available_optimizers, create_optimizer, hyperparameters
+from adaptopt.optim import create_optimizer, hyperparameters
 
 pytestmark = [
     pytest.mark.compile,
     # the compiled step is the optimizer's own, not the scheduler's wrapper that counts calls
     pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before"),
 ]
-OURS = [n for n in available_optimizers() if n not in ("sgd", "adam", "adamw", "adagrad")]
-COMPILABLE = [n for n in OURS if n != "sgdol"]
+COMPILABLE = names(lambda info: info.one_graph)
 SHAPES = [(3,), (2, 2)]
 
 

@@ -15,21 +15,9 @@ import io
 
 import pytest
 import torch
+from infos import fused, samples
 
-from adaptopt.optim import (
-    SGDOL,
-    AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    NormalizedSGD,
-    SGDClip,
-    SGDClipGrad,
-    SGDClipMomentum,
-    SignSGD,
-    Signum,
-    _base,
-    _fused,
-)
+from adaptopt.optim import SGDOL, GeneralizedSignSGD, Lion, _base, _fused
 from adaptopt.optim._fused import native
 from adaptopt.optim._momentum import fused_momentum_norms
 
@@ -118,64 +106,11 @@ def assert_same_state(fused_opt, reference_opt, **tolerance):
             torch.testing.assert_close(s_f[key].cpu(), s_r[key].cpu(), **tolerance)
 
 
-GSIGN_GROUPS = [
-    dict(lr=3e-3, weight_decay=1e-2, weight_decay_mode="decoupled", betas=(0.8, 0.99)),
-    dict(lr=1e-2, weight_decay=1e-1, weight_decay_mode="proximal"),
-]
-CLIP_GROUPS = [
-    dict(lr=0.5, gamma=0.3, nu=0.3, weight_decay=1e-3, weight_decay_mode="l2"),
-    dict(lr=0.1, gamma=2.0, nu=0.7, weight_decay=1e-2, weight_decay_mode="proximal"),
-]
+# every two-group sample of every fused optimizer in the table (tests/optim/infos.py), by id
 CASES = {
-    "gsignsgd": (GeneralizedSignSGD, GSIGN_GROUPS, dict(eps=1e-8)),
-    "gsignsgd_bias_correction_l2_maximize": (
-        GeneralizedSignSGD,
-        [dict(lr=1e-3, weight_decay=1e-3), dict(lr=2e-3, weight_decay=1e-2, eps=0.0)],
-        dict(bias_correction=True, maximize=True),
-    ),
-    "gsignsgd_beta2_zero": (
-        GeneralizedSignSGD,
-        [dict(lr=1e-3, betas=(0.9, 0.0)), dict(lr=2e-3, betas=(0.5, 0.0), eps=0.0)],
-        dict(bias_correction=True, eps=1e-3),
-    ),
-    "signum": (Signum, [GSIGN_GROUPS[1], dict(lr=1e-2, momentum=0.5)], {}),
-    "signsgd": (SignSGD, [dict(lr=1e-2), dict(lr=3e-3, weight_decay=0.1)], {}),
-    "adam_prox": (AdamProx, GSIGN_GROUPS, {}),
-    "lion": (
-        Lion,
-        [
-            dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="decoupled"),
-            dict(lr=3e-4, weight_decay=0.5, weight_decay_mode="proximal", betas=(0.5, 0.9)),
-        ],
-        dict(maximize=True),
-    ),
-    "lion_l2": (
-        Lion,
-        [dict(lr=1e-3), dict(lr=2e-3)],
-        dict(weight_decay=0.1, weight_decay_mode="l2"),
-    ),
-    "sgd_clip_mixed_nesterov": (SGDClip, CLIP_GROUPS, dict(momentum=0.9, nesterov=True)),
-    "sgd_clip_grad": (
-        SGDClipGrad,
-        [dict(lr=0.5, gamma=1.0), dict(lr=0.2, gamma=0.05, weight_decay=1e-2)],
-        dict(weight_decay_mode="decoupled", maximize=True),
-    ),
-    "sgd_clip_momentum": (
-        SGDClipMomentum,
-        [
-            dict(lr=10.0, gamma=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=1.0, gamma=0.5, weight_decay=1e-2, weight_decay_mode="decoupled"),
-        ],
-        dict(momentum=0.9),
-    ),
-    "normalized": (
-        NormalizedSGD,
-        [
-            dict(lr=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=0.05, weight_decay=1e-2, weight_decay_mode="proximal", momentum=0.5),
-        ],
-        dict(momentum=0.9),
-    ),
+    param.id: (info.cls, list(sample.groups), sample.common)
+    for param in samples(fused)
+    for info, sample in [param.values]
 }
 
 
@@ -587,20 +522,10 @@ def test_cpu_backend_context_restores_the_backend():
         pass
 
 
-@pytest.mark.parametrize(
-    "make,message",
-    [
-        (lambda p: GeneralizedSignSGD(p, fused=True, foreach=True), "Invalid fused"),
-        (lambda p: Lion(p, capturable=True, fused=False), "Invalid capturable"),
-        (lambda p: Signum(p, state_dtype=torch.int8), "Invalid state_dtype"),
-        (lambda p: SGDClip(p, state_dtype="bfloat16"), "Invalid state_dtype"),
-        (lambda p: SGDOL([{"params": p, "fused": True}]), "SGDOL has no fused step"),
-        (lambda p: NormalizedSGD(p, lr=torch.ones(2)), "Invalid lr"),
-    ],
-)
-def test_invalid_fused_arguments_name_the_argument(make, message):
-    with pytest.raises(ValueError, match=message):
-        make([torch.nn.Parameter(torch.ones(2))])
+def test_optimizers_without_a_fused_step_refuse_fused():
+    """The other fused-argument errors are error inputs of the table (test_properties.py)."""
+    with pytest.raises(ValueError, match="SGDOL has no fused step"):
+        SGDOL([{"params": [torch.nn.Parameter(torch.ones(2))], "fused": True}])
 
 
 def test_fused_group_on_two_devices_is_rejected():

@@ -9,23 +9,12 @@ that are absent on some steps.
 from __future__ import annotations
 
 import inspect
-import math
 
 import pytest
 import torch
+from infos import INFOS, OptimizerInfo, Sample, samples
 
-from adaptopt.optim import (
-    SGDOL,
-    AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    NormalizedSGD,
-    SGDClip,
-    SGDClipGrad,
-    SGDClipMomentum,
-    SignSGD,
-    Signum,
-)
+from adaptopt.optim import SGDOL, AdamProx
 
 SHAPES = [(5, 3), (4,), (), (2, 2, 2)]
 STEPS = 40
@@ -74,13 +63,16 @@ def decay_and_step(x, step, lr, wd, mode):
 
 
 def run_reference(direction, group_hparams, common, grads_seq, global_norms=None):
-    """Generic float64 loop: ``direction(hp, x, g, state, norms) -> step (= η u)``."""
+    """Generic float64 loop: ``direction(hp, x, d, state, norms) -> step (= η u)``, with
+    d = ±g (``maximize``) + λx (coupled l2)."""
     xs = initial_params()
     states = [{} for _ in xs]
     hps = [{**common, **group_hparams[0]}] * 2 + [{**common, **group_hparams[1]}] * 2
     for row in grads_seq:
         ds = []
         for x, g, hp in zip(xs, row, hps, strict=True):
+            if g is not None and hp.get("maximize"):
+                g = -g
             if g is not None and hp["weight_decay_mode"] == "l2":
                 g = g + hp["weight_decay"] * x
             ds.append(g)
@@ -93,182 +85,32 @@ def run_reference(direction, group_hparams, common, grads_seq, global_norms=None
     return xs
 
 
-def gsignsgd_reference(hp, x, g, st, norms, square_gradient=False):
-    b1, b2 = hp["betas"]
-    st["t"] = st.get("t", 0) + 1
-    st["m"] = b1 * st.get("m", torch.zeros_like(x)) + (1 - b1) * g
-    squared = g if square_gradient else st["m"]
-    st["v"] = b2 * st.get("v", torch.zeros_like(x)) + (1 - b2) * squared**2
-    m_hat, v_hat = st["m"], st["v"]
-    if hp["bias_correction"]:
-        m_hat = m_hat / (1 - b1 ** st["t"])
-        v_hat = v_hat / (1 - b2 ** st["t"])
-    denom = torch.sqrt(v_hat) + hp["eps"]
-    u = torch.where(denom == 0, torch.zeros_like(x), m_hat / denom)
-    return hp["lr"] * u
-
-
-def lion_reference(hp, x, g, st, norms):
-    b1, b2 = hp["betas"]
-    m = st.get("m", torch.zeros_like(x))
-    u = torch.sign(b1 * m + (1 - b1) * g)
-    st["m"] = b2 * m + (1 - b2) * g
-    return hp["lr"] * u
-
-
-def momentum_reference(hp, x, d, st):
-    """PyTorch convention: b_1 = d_1, b_t = μ b_{t-1} + d_t; Nesterov d_t + μ b_t."""
-    st["b"] = d.clone() if "b" not in st else hp["momentum"] * st["b"] + d
-    return d + hp["momentum"] * st["b"] if hp.get("nesterov") else st["b"]
-
-
-def clip_norms(xs, ds, states, hps):
-    grad_sq, mom_sq = 0.0, 0.0
-    for x, d, st, hp in zip(xs, ds, states, hps, strict=True):
-        if d is None:
-            continue
-        st["b_tilde"] = momentum_reference(hp, x, d, st)
-        grad_sq += float((d**2).sum())
-        mom_sq += float((st["b_tilde"] ** 2).sum())
-    return math.sqrt(grad_sq), math.sqrt(mom_sq)
-
-
-def clip_reference(hp, x, d, st, norms):
-    grad_norm, mom_norm = norms
-    lr, gamma, nu = hp["lr"], hp["gamma"], hp["nu"]
-    clipped_mom = min(lr, gamma / mom_norm) * st["b_tilde"] if mom_norm > 0 else lr * st["b_tilde"]
-    clipped_grad = min(lr, gamma / grad_norm) * d if grad_norm > 0 else lr * d
-    return nu * clipped_mom + (1 - nu) * clipped_grad
-
-
-def normalized_reference(hp, x, d, st, norms):
-    return hp["lr"] * st["b_tilde"] / (norms[1] + hp["eps"])
-
-
-GROUPS_GSIGN = [
-    dict(lr=3e-3, weight_decay=1e-2, weight_decay_mode="decoupled", betas=(0.8, 0.99)),
-    dict(lr=1e-2, weight_decay=1e-1, weight_decay_mode="proximal"),
-]
-
-CASES = {
-    "gsignsgd": (
-        GeneralizedSignSGD,
-        gsignsgd_reference,
-        None,
-        GROUPS_GSIGN,
-        dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, weight_decay_mode="l2"),
-    ),
-    "gsignsgd_bc_l2_eps0": (
-        GeneralizedSignSGD,
-        gsignsgd_reference,
-        None,
-        [dict(lr=1e-3, weight_decay=1e-3), dict(lr=2e-3, weight_decay=1e-2)],
-        dict(betas=(0.9, 0.999), eps=0.0, weight_decay_mode="l2", bias_correction=True),
-    ),
-    "adam_prox": (
-        AdamProx,
-        lambda hp, x, g, st, n: gsignsgd_reference(hp, x, g, st, n, square_gradient=True),
-        None,
-        GROUPS_GSIGN,
-        dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, weight_decay_mode="l2"),
-    ),
-    "lion": (
-        Lion,
-        lion_reference,
-        None,
-        [
-            dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="decoupled"),
-            dict(lr=3e-4, weight_decay=0.5, weight_decay_mode="proximal", betas=(0.5, 0.9)),
-        ],
-        dict(betas=(0.9, 0.99)),
-    ),
-    "sgd_clip_mixed": (
-        SGDClip,
-        clip_reference,
-        clip_norms,
-        [
-            dict(lr=0.5, gamma=0.3, nu=0.3, weight_decay=1e-3, weight_decay_mode="l2"),
-            dict(lr=0.1, gamma=2.0, nu=0.7, weight_decay=1e-2, weight_decay_mode="proximal"),
-        ],
-        dict(momentum=0.9, nesterov=True),
-    ),
-    "sgd_clip_momentum": (
-        SGDClipMomentum,
-        clip_reference,
-        clip_norms,
-        [
-            dict(lr=10.0, gamma=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=1.0, gamma=0.5, weight_decay=1e-2, weight_decay_mode="decoupled"),
-        ],
-        dict(momentum=0.9),
-    ),
-    "normalized": (
-        NormalizedSGD,
-        normalized_reference,
-        clip_norms,
-        [
-            dict(lr=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=0.05, weight_decay=1e-2, weight_decay_mode="proximal", momentum=0.5),
-        ],
-        dict(momentum=0.9, nesterov=False, eps=1e-10),
-    ),
-}
-
-# Hyperparameters the presets fix, so the reference sees them too.
-PRESET_FIXED = {
-    SGDClipMomentum: dict(nu=1.0, nesterov=False),
-    SGDClipGrad: dict(nu=0.0, momentum=0.0),
-    AdamProx: dict(bias_correction=True),
-}
-
-
-def _fill(cls, common):
-    """Reference hyperparameters: the class defaults, then ``common``, then preset constants."""
+def _fill(info: OptimizerInfo, common):
+    """Twin hyperparameters: the class defaults, then ``common``, then what the class fixes."""
     defaults = {
         k: v.default
-        for k, v in inspect.signature(cls.__init__).parameters.items()
+        for k, v in inspect.signature(info.cls.__init__).parameters.items()
         if v.default is not inspect.Parameter.empty
     }
-    return {**defaults, **common, **PRESET_FIXED.get(cls, {})}
+    return {**defaults, **common, **info.reference.fixed}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("info,sample", samples(lambda info: info.reference is not None))
 @pytest.mark.parametrize("foreach", [False, True])
-def test_matches_float64_reference(case, foreach):
-    cls, direction, norms, groups, common = CASES[case]
-    seq = gradient_sequence(seed=hash(case) % 1000)
-    actual = run_library(cls, groups, common, seq, foreach=foreach)
-    expected = run_reference(direction, groups, _fill(cls, common), seq, norms)
+def test_matches_float64_reference(info: OptimizerInfo, sample: Sample, foreach):
+    seq = gradient_sequence(seed=sum(map(ord, sample.id)) % 1000)
+    actual = run_library(info.cls, sample.groups, sample.common, seq, foreach=foreach)
+    twin = info.reference
+    expected = run_reference(
+        twin.direction, sample.groups, _fill(info, sample.common), seq, twin.norms
+    )
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
-def test_clip_grad_preset_matches_reference():
-    groups = [dict(lr=0.5, gamma=1.0), dict(lr=0.2, gamma=0.05, weight_decay=1e-2)]
-    common = dict(weight_decay_mode="decoupled")
-    seq = gradient_sequence(seed=7)
-    actual = run_library(SGDClipGrad, groups, common, seq)
-    ref_common = _fill(SGDClipGrad, common)
-    expected = run_reference(clip_reference, groups, ref_common, seq, clip_norms)
-    for a, e in zip(actual, expected, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("cls", [Signum, SignSGD])
-def test_signum_is_lr_times_sign_of_momentum(cls):
-    momentum = 0.9 if cls is Signum else 0.0
-    seq = gradient_sequence(seed=3)
-    groups = [dict(lr=1e-2), dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="proximal")]
-    actual = run_library(cls, groups, {}, seq)
-
-    def signum_reference(hp, x, g, st, norms):
-        st["m"] = momentum * st.get("m", torch.zeros_like(x)) + (1 - momentum) * g
-        return hp["lr"] * torch.sign(st["m"])
-
-    ref_common = dict(weight_decay=0.0, weight_decay_mode="l2")
-    expected = run_reference(signum_reference, groups, ref_common, seq)
-    for a, e in zip(actual, expected, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+def test_every_optimizer_but_sgdol_has_a_twin():
+    """SGDOL's twin needs two gradient sequences: the sgdol_* tests below."""
+    assert [name for name, info in INFOS.items() if info.reference is None] == ["sgdol"]
 
 
 def test_adam_prox_l2_and_decoupled_equal_torch_adam_and_adamw():
@@ -448,11 +290,10 @@ def test_sgdol_loads_a_state_dict_that_kept_eta_in_lr():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_foreach_equals_single_tensor(case):
-    cls, _, _, groups, common = CASES[case]
+@pytest.mark.parametrize("info,sample", samples())
+def test_foreach_equals_single_tensor(info: OptimizerInfo, sample: Sample):
     seq = gradient_sequence(seed=5)
-    single = run_library(cls, groups, common, seq, foreach=False)
-    multi = run_library(cls, groups, common, seq, foreach=True)
+    single = run_library(info.cls, sample.groups, sample.common, seq, foreach=False)
+    multi = run_library(info.cls, sample.groups, sample.common, seq, foreach=True)
     for a, b in zip(single, multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)

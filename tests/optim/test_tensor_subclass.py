@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
+from infos import names
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-from adaptopt.optim import OPTIMIZERS, create_optimizer
+from adaptopt.optim import create_optimizer
 from adaptopt.optim._base import is_plain
 
-FUSED = sorted(name for name, cls in OPTIMIZERS.items() if getattr(cls, "supports_fused", False))
+FUSED = names(lambda info: info.supports_fused)
 HPARAMS = {"lr": 0.05, "gamma": 0.5}  # gamma: the clipped SGDs
 
 

@@ -27,20 +27,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from infos import OPTIMIZER_INFOS, fused, samples
 
-from adaptopt.optim import (
-    AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    NormalizedSGD,
-    SGDClip,
-    SGDClipGrad,
-    SGDClipMomentum,
-    SignSGD,
-    Signum,
-    _base,
-    _fused,
-)
+from adaptopt.optim import GeneralizedSignSGD, Lion, _base, _fused
 from adaptopt.optim._adam_family import _fused_adam_family
 from adaptopt.optim._fused import layout
 from adaptopt.optim._momentum import fused_momentum_norms, fused_momentum_update
@@ -108,20 +97,11 @@ def close(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> bool:
 
 # -- optimizer-level equivalence ---------------------------------------------------------------
 
+# the one-group kernel samples of every fused optimizer in the table (tests/optim/infos.py)
 CASES = {
-    "gsignsgd": (GeneralizedSignSGD, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-8)),
-    "gsignsgd_bias_correction_maximize": (
-        GeneralizedSignSGD,
-        dict(lr=1e-2, bias_correction=True, maximize=True, eps=0.0),
-    ),
-    "signum": (Signum, dict(lr=5e-2, momentum=0.5)),
-    "signsgd": (SignSGD, dict(lr=5e-2)),
-    "adam_prox": (AdamProx, dict(lr=5e-2)),
-    "lion": (Lion, dict(lr=5e-2, betas=(0.5, 0.9), maximize=True)),
-    "sgd_clip_nesterov": (SGDClip, dict(lr=0.5, gamma=0.3, nu=0.3, momentum=0.9, nesterov=True)),
-    "sgd_clip_grad": (SGDClipGrad, dict(lr=0.5, gamma=1.0)),
-    "sgd_clip_momentum": (SGDClipMomentum, dict(lr=1.0, gamma=0.5)),
-    "normalized": (NormalizedSGD, dict(lr=0.2, momentum=0.9)),
+    param.id: (info.cls, {**sample.groups[0], **sample.common})
+    for param in samples(fused, kernel=True)
+    for info, sample in [param.values]
 }
 MODES = ("l2", "decoupled", "proximal")
 STEPS = 2
@@ -462,8 +442,10 @@ def test_constructors_and_cpu_steps_do_not_import_the_triton_kernels(monkeypatch
     monkeypatch.setitem(sys.modules, "adaptopt.optim._fused.triton_kernels", None)  # blocked
     monkeypatch.setattr(_fused, "TRITON_ON_CPU", False)
     x = torch.nn.Parameter(torch.ones(3))
-    for cls in (GeneralizedSignSGD, Lion, SGDClip):
-        opt = cls([x], fused=True)
+    for info in OPTIMIZER_INFOS:
+        if not info.supports_fused:
+            continue
+        opt = info.cls([x], fused=True)
         x.grad = torch.ones(3)
         opt.step()
     monkeypatch.setattr(_fused, "TRITON_ON_CPU", True)

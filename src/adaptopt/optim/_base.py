@@ -295,10 +295,8 @@ class BaseOptimizer(torch.optim.Optimizer):
         own = [{key: group[key] for key in IMPLEMENTATION_KEYS} for group in self.param_groups]
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
-        for group, implementation, saved_group in zip(
-            self.param_groups, own, saved_groups, strict=True
-        ):
-            group.update(implementation)
+        for group, choices, saved_group in zip(self.param_groups, own, saved_groups, strict=True):
+            group.update(choices)
             for p, saved_id in zip(group["params"], saved_group["params"], strict=True):
                 self._restore_state(group, p, state_dict["state"].get(saved_id, {}))
 

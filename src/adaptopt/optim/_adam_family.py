@@ -161,6 +161,7 @@ def _multi_tensor_adam_family(
     torch._foreach_add_(steps, 1)
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+    ts: list[Any] = []  # the step counts t, one per tensor
     if bias_correction:
         # eagerly the corrections are Python floats (as in the reference); under torch.compile
         # 0-d tensors in the state's precision, so that the graph does not break on .item()
@@ -185,7 +186,7 @@ def _multi_tensor_adam_family(
     else:
         denom = torch._foreach_abs(squared)
     torch._foreach_add_(denom, eps)
-    updates = foreach_safe_div(list(m_hat), denom)
+    updates = foreach_safe_div(list(m_hat), list(denom))
     apply_update(params, updates, lr, weight_decay, weight_decay_mode, foreach=True)
 
 

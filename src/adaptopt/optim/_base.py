@@ -398,7 +398,7 @@ def preset(
 
     def decorate(cls: OptimizerType) -> OptimizerType:
         parent = cls.__mro__[1]
-        parent_signature = inspect.signature(parent.__init__)
+        parent_signature = inspect.signature(vars(parent)["__init__"])
         removed = {*fixed, *replaced}
         unknown = (removed | set(defaults)) - set(parent_signature.parameters)
         if unknown or not fixed:
@@ -432,7 +432,7 @@ def preset(
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
         fixed_text = ", ".join(f"{k}={v!r}" for k, v in all_fixed.items())
         __init__.__doc__ = f"{parent.__name__} with {fixed_text}; see {cls.__name__}."
-        cls.__init__ = __init__  # type: ignore[misc]
+        cls.__init__ = __init__  # type: ignore[method-assign]
         cls.preset_of = parent  # type: ignore[attr-defined]
         cls.preset_fixed = all_fixed  # type: ignore[attr-defined]
         return cls

@@ -15,7 +15,7 @@ phases, because the weights need global norms over every param group:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -236,7 +236,9 @@ def _single_tensor_weighted_step(
     """Phase 2, one tensor at a time: u = Σ w · term from phase 1's ``terms``, then the decay
     step (``grads``, ``bufs`` and the momentum options are phase 1's, already applied)."""
     weighted = [(terms[name], w) for name, w in weights.items()]
-    updates = [sum(tensors[i] * w for tensors, w in weighted) for i in range(len(params))]
+    updates = [
+        cast(Tensor, sum(tensors[i] * w for tensors, w in weighted)) for i in range(len(params))
+    ]
     apply_update(params, updates, lr, weight_decay, weight_decay_mode, foreach=False)
 
 

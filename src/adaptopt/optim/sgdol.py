@@ -176,9 +176,13 @@ def _single_tensor_sgdol(
 ) -> tuple[float, float]:
     r"""x ← x − ρη g (with the decay), one tensor at a time; returns this step's
     :math:`(\langle g', g\rangle, \|g\|^2)` for the FTRL sums."""
-    options = dict(maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode)
-    g = descent_gradients(grads, params, foreach=False, **options)
-    g2 = descent_gradients(second_grads, params, foreach=False, **options)
+    g, g2 = (
+        descent_gradients(
+            gs, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
+            foreach=False,
+        )
+        for gs in (grads, second_grads)
+    )  # fmt: skip
     inner_product, grad_sq = _surrogate_sums(g, g2)
     apply_update(params, g, step_size, weight_decay, weight_decay_mode, foreach=False)
     return inner_product, grad_sq
@@ -195,9 +199,13 @@ def _multi_tensor_sgdol(
     maximize: bool,
 ) -> tuple[float, float]:
     """The same step with ``torch._foreach_*`` kernels over the whole group."""
-    options = dict(maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode)
-    g = descent_gradients(grads, params, foreach=True, **options)
-    g2 = descent_gradients(second_grads, params, foreach=True, **options)
+    g, g2 = (
+        descent_gradients(
+            gs, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
+            foreach=True,
+        )
+        for gs in (grads, second_grads)
+    )  # fmt: skip
     inner_product, grad_sq = _surrogate_sums(g, g2)
     apply_update(params, g, step_size, weight_decay, weight_decay_mode, foreach=True)
     return inner_product, grad_sq

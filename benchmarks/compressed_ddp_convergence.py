@@ -167,7 +167,7 @@ def _write(out: Path, rows: dict, args: argparse.Namespace, wall: float | None) 
                 )  # fmt: skip
             at = np.mean([[r["step"] for r in _epochs(run)] for run in runs], axis=0)
             mean, half = tests[method]
-            for e, s, m, h in zip(epochs, at, mean, half):
+            for e, s, m, h in zip(epochs, at, mean, half, strict=True):
                 w.writerow([method, "test_loss", f"{s:.1f}", e, f"{m:.6f}", f"{h:.6f}", len(runs)])
     with open(out / "final.csv", "w", newline="") as f:
         w = csv.writer(f)

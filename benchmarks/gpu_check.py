@@ -84,12 +84,12 @@ def max_error(name: str, shapes, dtype: torch.dtype, device: torch.device) -> fl
     grads = [torch.randn(s, device=device, generator=gen).to(dtype) for s in shapes]
     fused = [torch.nn.Parameter(t.clone()) for t in init]
     reference = [torch.nn.Parameter(t.double()) for t in init]
-    for p, q, g in zip(fused, reference, grads):
+    for p, q, g in zip(fused, reference, grads, strict=True):
         p.grad, q.grad = g, g.double()
     create_optimizer(name, fused, **HPARAMS[name], fused=True).step()
     create_optimizer(name, reference, **HPARAMS[name], foreach=True, fused=False).step()
     worst = 0.0
-    for p, q in zip(fused, reference):
+    for p, q in zip(fused, reference, strict=True):
         expected = q.detach().to(dtype).double()
         scale = expected.abs().max().item() or 1.0
         worst = max(worst, (p.detach().double() - expected).abs().max().item() / scale)

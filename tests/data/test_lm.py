@@ -94,7 +94,9 @@ def test_random_lengths_follow_awd_lstm_and_are_seeded():
     assert abs(drawn.mean().item() - (0.95 * 69.5 + 0.05 * 34.5)) < 1.0
     assert 0.03 < (drawn < 52).double().mean().item() < 0.07
     pairs = list(lm_batches(data, bptt, torch.Generator().manual_seed(0), random_length=True))
-    assert all(torch.equal(x, w.x) and torch.equal(y, w.y) for (x, y), w in zip(pairs, first))
+    assert all(
+        torch.equal(x, w.x) and torch.equal(y, w.y) for (x, y), w in zip(pairs, first, strict=True)
+    )
 
 
 def test_random_length_windows_stop_as_awd_lstm_training_does():

@@ -254,7 +254,8 @@ def test_real_multi30k_matches_counts_taken_from_the_raw_files():
                 line.strip() for line in _raw_lines(stem, lang))]
             for lang in ("de", "en")
         )  # fmt: skip
-        raw[split] = [(s, t) for s, t in zip(de, en) if 0 < len(s) <= 100 and 0 < len(t) <= 100]
+        aligned = zip(de, en, strict=True)
+        raw[split] = [(s, t) for s, t in aligned if 0 < len(s) <= 100 and 0 < len(t) <= 100]
         pairs = getattr(data, split)
         assert len(pairs) == len(raw[split]) == len(de)  # no pair is too long or empty
         assert sum(len(s) - 2 for s, _ in pairs) == sum(len(s) for s, _ in raw[split])

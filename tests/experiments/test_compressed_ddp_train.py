@@ -69,10 +69,15 @@ def test_ef_sign_training_resumes_bitwise(tmp_path):
     for name, t in hook["buffers"].items():
         assert torch.equal(t, resumed["comm_hook"]["buffers"][name])
     for a, b in zip(
-        checkpoint_params(tmp_path / "straight"), checkpoint_params(tmp_path / "resumed")
+        checkpoint_params(tmp_path / "straight"),
+        checkpoint_params(tmp_path / "resumed"),
+        strict=True,
     ):
         assert torch.equal(a, b)
     # negative control: the same run without compression ends elsewhere
     plain = train(synthetic("sgd", hparams={"lr": 0.05}, epochs=2, max_steps_per_epoch=5))
     ours = checkpoint_params(tmp_path / "straight")
-    assert any(not torch.allclose(a, b) for a, b in zip(ours, plain.model.state_dict().values()))
+    assert any(
+        not torch.allclose(a, b)
+        for a, b in zip(ours, plain.model.state_dict().values(), strict=True)
+    )

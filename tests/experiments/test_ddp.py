@@ -46,7 +46,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     single = params(train(CONFIG).model)
     distributed = checkpoint_params(tmp_path / "ddp")
     init = params(train(synthetic("sgd_clip_momentum", hparams=CONFIG.hparams, epochs=0)).model)
-    assert any(not torch.allclose(a, b) for a, b in zip(single, init))  # it did train
-    for a, b in zip(distributed, single):
+    assert any(not torch.allclose(a, b) for a, b in zip(single, init, strict=True))  # it did train
+    for a, b in zip(distributed, single, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert (tmp_path / "ddp" / "metrics.jsonl").read_text().count('"kind": "epoch"') == 1

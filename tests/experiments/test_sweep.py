@@ -214,7 +214,7 @@ def test_slurm_array_job_construction(tmp_path, monkeypatch):
         "#SBATCH --job-name=adaptopt-sweep",
     ):
         assert line in script
-    for job, config, run_dir in zip(jobs, configs, dirs):
+    for job, config, run_dir in zip(jobs, configs, dirs, strict=True):
         with job.paths.submitted_pickle.open("rb") as f:
             submission = pickle.load(f)
         assert submission.function.__name__ == "run_one"

@@ -23,7 +23,9 @@ def test_same_initial_weights_for_every_optimizer_given_the_seed():
     }
     for opt in ("adam", "gsignsgd"):
         for seed in (0, 1):
-            assert all(torch.equal(a, b) for a, b in zip(init[opt, seed], init["sgd", seed]))
+            assert all(
+                torch.equal(a, b) for a, b in zip(init[opt, seed], init["sgd", seed], strict=True)
+            )
     assert not torch.equal(init["sgd", 0][0], init["sgd", 1][0])
 
 
@@ -57,9 +59,14 @@ def test_resume_is_bitwise_identical(tmp_path, crash_at):
     resumed = train(config, tmp_path / "resumed", resume=True)
 
     assert resumed.step == straight.step == 48
-    assert all(torch.equal(a, b) for a, b in zip(params(resumed.model), params(straight.model)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(params(resumed.model), params(straight.model), strict=True)
+    )
     for a, b in zip(
-        checkpoint_params(tmp_path / "resumed"), checkpoint_params(tmp_path / "straight")
+        checkpoint_params(tmp_path / "resumed"),
+        checkpoint_params(tmp_path / "straight"),
+        strict=True,
     ):
         assert torch.equal(a, b)
     assert _rows_without_time(tmp_path / "resumed") == _rows_without_time(tmp_path / "straight")
@@ -181,7 +188,9 @@ def test_shard_keeps_named_tuples_and_non_tensors():
 def test_probe_records_smoothness_without_changing_the_trajectory(tmp_path):
     plain = train(synthetic(epochs=1))
     probed = train(synthetic(epochs=1, probe=5), tmp_path / "run")
-    assert all(torch.equal(a, b) for a, b in zip(params(plain.model), params(probed.model)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(params(plain.model), params(probed.model), strict=True)
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "smoothness.jsonl").open()]
     assert {r["step"] for r in rows} == {0, 5, 10, 15}
     logged = [r for r in load_run(tmp_path / "run").rows if "smoothness_L_hat" in r]
@@ -215,7 +224,10 @@ def test_stateful_language_model_resumes_bitwise_at_an_epoch_boundary(tmp_path):
         train(config, tmp_path / "resumed", callbacks=[_Crash(3)])  # 2 steps per epoch
     resumed = train(config, tmp_path / "resumed", resume=True)
     assert resumed.step == straight.step == 6 and resumed.final == straight.final
-    assert all(torch.equal(a, b) for a, b in zip(params(resumed.model), params(straight.model)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(params(resumed.model), params(straight.model), strict=True)
+    )
 
 
 def test_probe_batches_caps_the_probe_set_and_marks_the_preset_modified(tmp_path):

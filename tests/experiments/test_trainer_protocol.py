@@ -312,7 +312,10 @@ def test_init_seed_fixes_x0_across_run_seeds_and_leaves_the_rest_to_the_seed():
 
     same = zip(initial(seed=1, init_seed=7), initial(seed=2, init_seed=7), strict=True)
     assert all(torch.equal(a, b) for a, b in same)
-    assert all(torch.equal(a, b) for a, b in zip(initial(seed=7), initial(seed=1, init_seed=7)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(initial(seed=7), initial(seed=1, init_seed=7), strict=True)
+    )
     assert not torch.equal(initial(seed=1)[0], initial(seed=2)[0])  # negative control
     # the data order still follows the run seed
     assert not torch.equal(trained(seed=1, init_seed=7)[0], trained(seed=2, init_seed=7)[0])

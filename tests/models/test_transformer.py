@@ -137,12 +137,14 @@ def _smoothed_reference(logits, target, eps):
     """Per non-padding position, -sum_c q_c log p_c with q = 1 - eps on the target and
     eps / (V - 1) on every other class, padding included (the authors' cal_loss)."""
     losses = []
-    for row, y in zip(logits.reshape(-1, logits.size(-1)).tolist(), target.flatten().tolist()):
+    for row, y in zip(
+        logits.reshape(-1, logits.size(-1)).tolist(), target.flatten().tolist(), strict=True
+    ):
         if y == PAD:
             continue
         log_z = math.log(sum(math.exp(z) for z in row))
         q = [1 - eps if c == y else eps / (len(row) - 1) for c in range(len(row))]
-        losses.append(-sum(qc * (z - log_z) for qc, z in zip(q, row)))
+        losses.append(-sum(qc * (z - log_z) for qc, z in zip(q, row, strict=True)))
     return losses
 
 

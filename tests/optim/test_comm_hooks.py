@@ -78,7 +78,7 @@ def _run(ddp, hook_state, steps, register=True):
     current: dict = {}
 
     def hook(state, bucket):
-        for p, g in zip(bucket.parameters(), bucket.gradients()):
+        for p, g in zip(bucket.parameters(), bucket.gradients(), strict=True):
             current["local"][names[p]] = g.detach().clone()
         current["buckets"].append(bucket.buffer().numel())
         return sign_compression_hook(state, bucket)
@@ -232,7 +232,7 @@ def test_ef_resume_is_bitwise(runs):
     _, ranks = runs
     for rank in ranks:
         straight, resumed, state, state2 = rank["resume"]
-        for a, b in zip(straight, resumed):
+        for a, b in zip(straight, resumed, strict=True):
             for n in a["after"]:
                 assert torch.equal(a["after"][n], b["after"][n])
         assert state["buffers"].keys() == state2["buffers"].keys()

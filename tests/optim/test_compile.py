@@ -13,17 +13,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._dynamo
+from infos import names
 from torch._dynamo.utils import counters
 
-from adaptopt.optim import available_optimizers, create_optimizer, hyperparameters
+from adaptopt.optim import create_optimizer, hyperparameters
 
 pytestmark = [
     pytest.mark.compile,
     # the compiled step is the optimizer's own, not the scheduler's wrapper that counts calls
     pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before"),
 ]
-OURS = [n for n in available_optimizers() if n not in ("sgd", "adam", "adamw", "adagrad")]
-COMPILABLE = [n for n in OURS if n != "sgdol"]
+COMPILABLE = names(lambda info: info.one_graph)
 SHAPES = [(3,), (2, 2)]
 
 
@@ -62,7 +62,7 @@ def run(name: str, steps: int, compiled: bool, tensor_lr=True, backend="eager", 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1 + t))
     graphs = []
     for t in range(steps):
-        for p, g in zip(params, grads(t)):
+        for p, g in zip(params, grads(t), strict=True):
             p.grad = g
         (step if compiled else opt.step)()
         sched.step()
@@ -79,17 +79,19 @@ def test_compiled_step_is_one_graph_and_matches_eager(name):
     # the first call sees empty state, the second initialized state; then no recompilation
     # although the scheduler wrote a new lr into the tensor before every call
     assert graphs[1] == graphs[-1] and graphs[-1] <= 2, graphs
-    for a, b in zip(compiled, eager):
+    for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
     start, _ = run(name, 0, compiled=False)
-    assert all(not torch.equal(a, b) for a, b in zip(eager, start))  # the steps did move
+    assert all(
+        not torch.equal(a, b) for a, b in zip(eager, start, strict=True)
+    )  # the steps did move
 
 
 def test_bias_corrected_gsignsgd_compiles_without_host_sync():
     eager, _ = run("gsignsgd", 5, compiled=False, bias_correction=True)
     compiled, graphs = run("gsignsgd", 5, compiled=True, bias_correction=True)
     assert not counters["graph_break"] and graphs[1] == graphs[-1]
-    for a, b in zip(compiled, eager):
+    for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
@@ -108,7 +110,7 @@ def test_sgdol_runs_compiled_with_documented_graph_breaks():
 
         def closure():
             opt.zero_grad()
-            loss = sum(((p - t) ** 2).sum() for p, t in zip(params, target))
+            loss = sum(((p - t) ** 2).sum() for p, t in zip(params, target, strict=True))
             loss.backward()
             return loss
 
@@ -120,7 +122,7 @@ def test_sgdol_runs_compiled_with_documented_graph_breaks():
     eager = sgdol(False)
     compiled = sgdol(True)
     assert sum(counters["graph_break"].values()) > 0  # the closure's backward leaves the graph
-    for a, b in zip(compiled, eager):
+    for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
 
 
@@ -128,5 +130,5 @@ def test_inductor_end_to_end():
     eager, _ = run("gsignsgd", 3, compiled=False)
     compiled, graphs = run("gsignsgd", 3, compiled=True, backend="inductor")
     assert graphs[1] == graphs[-1] and not counters["graph_break"]
-    for a, b in zip(compiled, eager):
+    for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

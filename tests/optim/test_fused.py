@@ -15,22 +15,11 @@ import io
 
 import pytest
 import torch
+from infos import fused, samples
 
-from adaptopt.optim import (
-    SGDOL,
-    AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    NormalizedSGD,
-    SGDClip,
-    SGDClipGrad,
-    SGDClipMomentum,
-    SignSGD,
-    Signum,
-    _base,
-    _fused,
-)
+from adaptopt.optim import SGDOL, GeneralizedSignSGD, Lion, _base, _fused
 from adaptopt.optim._fused import native
+from adaptopt.optim._momentum import fused_momentum_norms
 
 SHAPES = [(5, 3), (4,), (2, 2, 2), (7,)]
 STEPS = 12
@@ -103,78 +92,25 @@ def run(cls, groups, common, fused, dtype=torch.float64, device="cpu", steps=STE
         **common,
     )
     for row in gradients(0, dtype, steps, [p.shape for p in params], device):
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = grad
         opt.step()
     return params, opt
 
 
 def assert_same_state(fused_opt, reference_opt, **tolerance):
-    for p_f, p_r in zip(fused_opt.state, reference_opt.state):
+    for p_f, p_r in zip(fused_opt.state, reference_opt.state, strict=True):
         s_f, s_r = fused_opt.state[p_f], reference_opt.state[p_r]
         assert s_f.keys() == s_r.keys()
         for key in s_f:
             torch.testing.assert_close(s_f[key].cpu(), s_r[key].cpu(), **tolerance)
 
 
-GSIGN_GROUPS = [
-    dict(lr=3e-3, weight_decay=1e-2, weight_decay_mode="decoupled", betas=(0.8, 0.99)),
-    dict(lr=1e-2, weight_decay=1e-1, weight_decay_mode="proximal"),
-]
-CLIP_GROUPS = [
-    dict(lr=0.5, gamma=0.3, nu=0.3, weight_decay=1e-3, weight_decay_mode="l2"),
-    dict(lr=0.1, gamma=2.0, nu=0.7, weight_decay=1e-2, weight_decay_mode="proximal"),
-]
+# every two-group sample of every fused optimizer in the table (tests/optim/infos.py), by id
 CASES = {
-    "gsignsgd": (GeneralizedSignSGD, GSIGN_GROUPS, dict(eps=1e-8)),
-    "gsignsgd_bias_correction_l2_maximize": (
-        GeneralizedSignSGD,
-        [dict(lr=1e-3, weight_decay=1e-3), dict(lr=2e-3, weight_decay=1e-2, eps=0.0)],
-        dict(bias_correction=True, maximize=True),
-    ),
-    "gsignsgd_beta2_zero": (
-        GeneralizedSignSGD,
-        [dict(lr=1e-3, betas=(0.9, 0.0)), dict(lr=2e-3, betas=(0.5, 0.0), eps=0.0)],
-        dict(bias_correction=True, eps=1e-3),
-    ),
-    "signum": (Signum, [GSIGN_GROUPS[1], dict(lr=1e-2, momentum=0.5)], {}),
-    "signsgd": (SignSGD, [dict(lr=1e-2), dict(lr=3e-3, weight_decay=0.1)], {}),
-    "adam_prox": (AdamProx, GSIGN_GROUPS, {}),
-    "lion": (
-        Lion,
-        [
-            dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="decoupled"),
-            dict(lr=3e-4, weight_decay=0.5, weight_decay_mode="proximal", betas=(0.5, 0.9)),
-        ],
-        dict(maximize=True),
-    ),
-    "lion_l2": (
-        Lion,
-        [dict(lr=1e-3), dict(lr=2e-3)],
-        dict(weight_decay=0.1, weight_decay_mode="l2"),
-    ),
-    "sgd_clip_mixed_nesterov": (SGDClip, CLIP_GROUPS, dict(momentum=0.9, nesterov=True)),
-    "sgd_clip_grad": (
-        SGDClipGrad,
-        [dict(lr=0.5, gamma=1.0), dict(lr=0.2, gamma=0.05, weight_decay=1e-2)],
-        dict(weight_decay_mode="decoupled", maximize=True),
-    ),
-    "sgd_clip_momentum": (
-        SGDClipMomentum,
-        [
-            dict(lr=10.0, gamma=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=1.0, gamma=0.5, weight_decay=1e-2, weight_decay_mode="decoupled"),
-        ],
-        dict(momentum=0.9),
-    ),
-    "normalized": (
-        NormalizedSGD,
-        [
-            dict(lr=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=0.05, weight_decay=1e-2, weight_decay_mode="proximal", momentum=0.5),
-        ],
-        dict(momentum=0.9),
-    ),
+    param.id: (info.cls, list(sample.groups), sample.common)
+    for param in samples(fused)
+    for info, sample in [param.values]
 }
 
 
@@ -185,7 +121,7 @@ def test_fused_matches_reference_float64(case, backend):
     reference, reference_opt = run(cls, groups, common, fused=False)
     assert all(g["fused"] for g in fused_opt.param_groups)
     assert not any(g["fused"] for g in reference_opt.param_groups)
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
 
@@ -200,7 +136,7 @@ def test_fused_matches_reference_float32(case, device, backend):
     kwargs = dict(dtype=torch.float32, device=device, steps=30)
     fused, fused_opt = run(cls, groups, common, fused=True, **kwargs)
     reference, reference_opt = run(cls, groups, common, fused=False, **kwargs)
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert_same_state(fused_opt, reference_opt, rtol=1e-5, atol=1e-6)
 
@@ -223,7 +159,7 @@ def test_non_contiguous_and_0d_parameters(case, cpu_backend, batch_numel, monkey
     cls, groups, common = CASES[case]
     fused, fused_opt = run(cls, groups, common, fused=True, params=params)
     reference, reference_opt = run(cls, groups, common, fused=False, params=params)
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
 
@@ -239,7 +175,7 @@ def test_chunk_boundaries_and_threads(case, threads, backend):
     with num_threads(threads):
         fused, fused_opt = run(cls, groups, common, fused=True, params=params, steps=3)
     reference, reference_opt = run(cls, groups, common, fused=False, params=params, steps=3)
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     assert_same_state(fused_opt, reference_opt, rtol=1e-12, atol=1e-14)
 
@@ -253,7 +189,7 @@ def test_native_norms_do_not_depend_on_the_thread_count():
     norms = []
     for threads in (1, 2):
         with num_threads(threads):
-            norms.append(_fused.momentum_norms(grads, grads, None, maximize=False, **options))
+            norms.append(fused_momentum_norms(grads, grads, None, maximize=False, **options))
     assert torch.equal(torch.stack(norms[0]), torch.stack(norms[1]))
 
 
@@ -264,9 +200,9 @@ def test_float32_global_norms_are_accurate(backend):
     grads = [torch.rand(p.shape, generator=g) + 1 for p in params]
     bufs = [torch.randn(p.shape, generator=g) for p in params]
     options = dict(nesterov=False, weight_decay=1e-2, weight_decay_mode="l2", maximize=False)
-    norm_d, norm_b = _fused.momentum_norms(params, grads, bufs, momentum=0.9, **options)
-    d = [gr.double() + 1e-2 * p.double() for gr, p in zip(grads, params)]
-    b = [0.9 * bu.double() + di for bu, di in zip(bufs, d)]
+    norm_d, norm_b = fused_momentum_norms(params, grads, bufs, momentum=0.9, **options)
+    d = [gr.double() + 1e-2 * p.double() for gr, p in zip(grads, params, strict=True)]
+    b = [0.9 * bu.double() + di for bu, di in zip(bufs, d, strict=True)]
     assert norm_d.item() == pytest.approx(torch.cat(d).norm().item(), rel=1e-6)
     assert norm_b.item() == pytest.approx(torch.cat(b).norm().item(), rel=1e-6)
 
@@ -337,7 +273,7 @@ def test_half_precision_parameters_keep_float32_state(dtype, backend):
     )
     for row in gradients(0, dtype):
         one_short = [p.detach().clone() for p in params]
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = None if grad is None else grad.float()
         reference_opt.step()
         with torch.no_grad():
@@ -349,7 +285,7 @@ def test_half_precision_parameters_keep_float32_state(dtype, backend):
     def within_one_ulp(actual) -> bool:
         return all(
             torch.allclose(a.float(), b.detach(), rtol=torch.finfo(dtype).eps, atol=1e-5)
-            for a, b in zip(actual, params)
+            for a, b in zip(actual, params, strict=True)
         )
 
     assert all(a.dtype == dtype for a in fused)
@@ -361,7 +297,7 @@ def test_half_precision_parameters_keep_float32_state(dtype, backend):
     params = [p.detach().clone().requires_grad_() for p in fused]
     restored = cls([dict(params=params[:2], **groups[0]), dict(params=params[2:], **groups[1])])
     restored.load_state_dict(fused_opt.state_dict())
-    for saved, loaded in zip(fused_opt.state.values(), restored.state.values()):
+    for saved, loaded in zip(fused_opt.state.values(), restored.state.values(), strict=True):
         assert loaded["exp_avg"].dtype == torch.float32
         assert torch.equal(saved["exp_avg"], loaded["exp_avg"])
 
@@ -382,7 +318,7 @@ def test_bfloat16_state_is_float32_arithmetic_rounded_once_per_step(backend):
         **common,
     )
     for row in gradients(0, torch.float32):
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = grad
         reference_opt.step()
         for state in reference_opt.state.values():
@@ -390,13 +326,13 @@ def test_bfloat16_state_is_float32_arithmetic_rounded_once_per_step(backend):
                 state[key].copy_(state[key].bfloat16())
     for state in fused_opt.state.values():
         assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
-    for a, b in zip(fused, params):
+    for a, b in zip(fused, params, strict=True):
         torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-6)
     assert_same_state(fused_opt, reference_opt, rtol=2**-8, atol=1e-6, check_dtype=False)
 
     unfused, unfused_opt = run(cls, groups, bf16, fused=False, dtype=torch.float32)
     halves = (unfused[:2], unfused[2:])
-    restored = cls([dict(params=h, **g) for h, g in zip(halves, groups)], **bf16)
+    restored = cls([dict(params=h, **g) for h, g in zip(halves, groups, strict=True)], **bf16)
     restored.load_state_dict(unfused_opt.state_dict())  # torch alone would cast to float32
     for opt in (unfused_opt, restored):
         for state in opt.state.values():
@@ -407,7 +343,7 @@ def within_rounding_of(actual, reference, x0, eps: float, steps: int) -> bool:
     """Whether every tensor of ``actual`` is within ``eps · steps · max|reference − x0|`` of
     ``reference``, element-wise: one rounding of relative size eps per step, relative to the
     size of the change from x_0 (which the do-nothing optimizer misses by all of it)."""
-    for a, r, x in zip(actual, reference, x0):
+    for a, r, x in zip(actual, reference, x0, strict=True):
         bound = eps * steps * (r - x).abs().max()
         if not bool(((a.float() - r).abs() <= bound).all()):
             return False
@@ -473,19 +409,22 @@ def test_state_dict_moves_between_fused_and_reference(case, backend):
             params = [p.detach().clone().requires_grad_() for p in first]
             halves = (params[:2], params[2:])
             opt = cls(
-                [dict(params=h, fused=fused_after, **g) for h, g in zip(halves, groups)],
+                [
+                    dict(params=h, fused=fused_after, **g)
+                    for h, g in zip(halves, groups, strict=True)
+                ],
                 **common,
             )
             buffer.seek(0)
             opt.load_state_dict(torch.load(buffer))
             assert all(g["fused"] == fused_after for g in opt.param_groups)
             for row in gradients(seed=7, dtype=torch.float64, steps=6):
-                for p, grad in zip(params, row):
+                for p, grad in zip(params, row, strict=True):
                     p.grad = grad
                 opt.step()
             finals.append(params)
     for other in finals[1:]:
-        for a, b in zip(other, finals[0]):
+        for a, b in zip(other, finals[0], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -504,7 +443,7 @@ def test_changing_lr_never_recompiles_nor_breaks_the_graph(case, monkeypatch):
     graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     with torch._dynamo.config.patch(error_on_recompile=True):
         for row in gradients(seed=3, dtype=torch.float64, steps=100):
-            for p, grad in zip(params, row):
+            for p, grad in zip(params, row, strict=True):
                 p.grad = grad
             opt.step()
             schedule.step()
@@ -530,7 +469,7 @@ def test_capturable_with_tensor_lr_follows_the_schedule(backend):
         assert all(g["fused"] == capturable for g in opt.param_groups)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.9**t)
         for row in gradients(seed=4, dtype=torch.float64, steps=8):
-            for p, grad in zip(params, row):
+            for p, grad in zip(params, row, strict=True):
                 p.grad = grad
             opt.step()
             schedule.step()
@@ -538,7 +477,7 @@ def test_capturable_with_tensor_lr_follows_the_schedule(backend):
         if capturable:
             assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
             assert all(s["step"].device == p.device for p, s in opt.state.items())
-    for a, b in zip(*trajectories):
+    for a, b in zip(*trajectories, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -580,20 +519,10 @@ def test_cpu_backend_context_restores_the_backend():
         pass
 
 
-@pytest.mark.parametrize(
-    "make,message",
-    [
-        (lambda p: GeneralizedSignSGD(p, fused=True, foreach=True), "Invalid fused"),
-        (lambda p: Lion(p, capturable=True, fused=False), "Invalid capturable"),
-        (lambda p: Signum(p, state_dtype=torch.int8), "Invalid state_dtype"),
-        (lambda p: SGDClip(p, state_dtype="bfloat16"), "Invalid state_dtype"),
-        (lambda p: SGDOL([{"params": p, "fused": True}]), "SGDOL has no fused step"),
-        (lambda p: NormalizedSGD(p, lr=torch.ones(2)), "Invalid lr"),
-    ],
-)
-def test_invalid_fused_arguments_name_the_argument(make, message):
-    with pytest.raises(ValueError, match=message):
-        make([torch.nn.Parameter(torch.ones(2))])
+def test_optimizers_without_a_fused_step_refuse_fused():
+    """The other fused-argument errors are error inputs of the table (test_properties.py)."""
+    with pytest.raises(ValueError, match="SGDOL has no fused step"):
+        SGDOL([{"params": [torch.nn.Parameter(torch.ones(2))], "fused": True}])
 
 
 def test_fused_group_on_two_devices_is_rejected():

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from infos import OPTIMIZER_INFOS
 
-from adaptopt.optim import AdamProx, GeneralizedSignSGD, Lion, SGDClip, Signum, _fused
+from adaptopt.optim import AdamProx, GeneralizedSignSGD, Lion, _fused
 from adaptopt.optim._fused import layout, native
 
 needs_library = pytest.mark.skipif(not native.available(), reason="native kernels not built")
@@ -62,25 +63,31 @@ BUILDS = [
 @pytest.mark.parametrize("path", BUILDS, ids=["portable", "avx2"])
 def test_every_build_computes_the_reference_step(path, monkeypatch):
     """The portable and the AVX2 builds (only one runs on a given machine by default) both
-    compute the single-tensor reference in float64 (bias-corrected GSignSGD, Lion, clipped
-    SGD with its norm pass)."""
+    compute the single-tensor reference in float64, for every two-group sample of every
+    fused optimizer of the table (tests/optim/infos.py: every kernel, weight-decay mode,
+    bias correction, maximize, Nesterov; the global-norm ones with their norm pass), on
+    tensors long enough for the vector loops and their tails."""
     lib = native.load(path)
     if path == native.PATH_AVX2 and not lib.adaptopt_fused_has_avx2():
         pytest.skip("this CPU has no AVX2")
     monkeypatch.setattr(native, "library", lambda: lib)
     monkeypatch.setattr(_fused, "CPU_BACKEND", "native")
+    calls = []
+    launch = native.launch
+    monkeypatch.setattr(native, "launch", lambda *a, **k: calls.append(a[0]) or launch(*a, **k))
     g = torch.Generator().manual_seed(6)
     start = [torch.randn(s, generator=g, dtype=torch.float64) for s in [(70001,), (33, 3), (1,)]]
-    families = [
-        (GeneralizedSignSGD, dict(lr=0.01, bias_correction=True, weight_decay=0.1)),
-        (Lion, dict(lr=0.01, weight_decay=0.1)),
-        (SGDClip, dict(lr=0.1, gamma=0.5, momentum=0.9, nesterov=True, weight_decay=1e-2)),
-    ]
-    for cls, options in families:
+    cases = [(info, s) for info in OPTIMIZER_INFOS if info.supports_fused for s in info.samples]
+    assert {info.family for info, _ in cases} == {"adam", "lion", "global_norm"}
+    for info, sample in cases:
         results = []
         for fused in (True, False):
             params = [p.clone().requires_grad_() for p in start]
-            opt = cls(params, fused=fused, **options)
+            groups = [
+                dict(params=params[:1], fused=fused, **sample.groups[0]),
+                dict(params=params[1:], fused=fused, **sample.groups[1]),
+            ]
+            opt = info.cls(groups, **sample.common)
             for t in range(3):
                 for i, p in enumerate(params):
                     p.grad = torch.randn(
@@ -90,8 +97,9 @@ def test_every_build_computes_the_reference_step(path, monkeypatch):
                     )
                 opt.step()
             results.append(params)
-        for a, b in zip(*results):
-            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14, msg=sample.id)
+    assert set(calls) == set(layout.KERNEL_IDS)  # every kernel ran in this build
 
 
 @pytest.mark.parametrize("path", BUILDS, ids=["portable", "avx2"])
@@ -324,7 +332,7 @@ def test_resume_from_a_state_dict_is_bitwise(native_backend):
     second.load_state_dict(torch.load(buffer))
     steps(second, resumed, range(3, 6))
     assert [second.state[p]["step"].item() for p in resumed] == [6.0, 4.0]
-    for a, b in zip(resumed, straight):
+    for a, b in zip(resumed, straight, strict=True):
         assert torch.equal(a, b)
 
 
@@ -368,7 +376,7 @@ def test_plans_are_reused_and_rebuilt_when_memory_changes(native_backend):
     opt.state[fused[1]]["exp_avg"] = opt.state[fused[1]]["exp_avg"].clone()
     step()
     assert plan() is not second
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -378,7 +386,7 @@ def test_plans_are_reused_and_rebuilt_when_memory_changes(native_backend):
 @needs_library
 def test_constructors_and_steps_never_compile(monkeypatch, reload_library):
     """No subprocess (compiler) and no torch.compile kernel, from loading the library to
-    constructing and stepping every fused optimizer family."""
+    constructing and stepping every fused optimizer of the table."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"invoked at run time: {args[:1]}")
@@ -387,18 +395,13 @@ def test_constructors_and_steps_never_compile(monkeypatch, reload_library):
         monkeypatch.setattr(module, name, refuse)
     monkeypatch.setattr(_fused, "compiled", refuse)
     monkeypatch.setattr(_fused, "CPU_BACKEND", "native")
-    families = [
-        (GeneralizedSignSGD, {}),
-        (Signum, {}),
-        (AdamProx, {}),
-        (Lion, {}),
-        (SGDClip, dict(lr=0.1, gamma=1.0, momentum=0.9)),
-    ]
-    for cls, options in families:
+    for info in OPTIMIZER_INFOS:
+        if not info.supports_fused:
+            continue
         for fused in (None, True):
             x = torch.nn.Parameter(torch.randn(10))
-            opt = cls([x], fused=fused, **options)
-            assert opt.param_groups[0]["fused"]
+            opt = info.make([x], fused=fused)
+            assert opt.param_groups[0]["fused"], info.name
             x.grad = torch.ones(10)
             opt.step()
 

@@ -3,32 +3,31 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import pickle
+import pydoc
 
 import pytest
 import torch
+from infos import INFOS, OPTIMIZER_INFOS, TORCH_BASELINES, OptimizerInfo, names
 
 from adaptopt.optim import (
     OPTIMIZERS,
     SGDOL,
     AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    Signum,
     available_optimizers,
     create_optimizer,
     hyperparameters,
 )
 
-OURS = [n for n in available_optimizers() if n not in ("sgd", "adam", "adamw", "adagrad")]
-# SGDOL's lr multiplies its learned step size: 1 is SGDOL itself.
-HPARAMS = {"sgdol": {"lr": 1.0}, "sgd": {"lr": 0.1, "momentum": 0.9}}
+OURS = names()
 
 
 def make(name, params, **overrides):
-    hp = {"lr": 1e-2, **HPARAMS.get(name, {}), **overrides}
-    return create_optimizer(name, params, **hp)
+    if name in INFOS:
+        return INFOS[name].make(params, **overrides)
+    return create_optimizer(name, params, **{"lr": 1e-2, **overrides})
 
 
 def quadratic_problem(seed=0):
@@ -71,25 +70,14 @@ def run_scaled(cls, scale, steps=60, **hp):
 SCALE = torch.logspace(-3, 3, 6, dtype=torch.float64)
 
 
-@pytest.mark.parametrize(
-    "cls,hp",
-    [
-        (GeneralizedSignSGD, dict(lr=1e-2, eps=0.0)),
-        (
-            GeneralizedSignSGD,
-            dict(
-                lr=1e-2,
-                eps=0.0,
-                bias_correction=True,
-                weight_decay=0.1,
-                weight_decay_mode="decoupled",
-            ),
-        ),
-        (Signum, dict(lr=1e-2, momentum=0.9)),
-        (Lion, dict(lr=1e-2, weight_decay=0.1, weight_decay_mode="proximal")),
-        (AdamProx, dict(lr=1e-2, eps=0.0, weight_decay=0.1, weight_decay_mode="proximal")),
-    ],
-)
+SCALE_FREE = [
+    pytest.param(info.cls, hp, id=f"{info.name}-{i}")
+    for info in OPTIMIZER_INFOS
+    for i, hp in enumerate(info.scale_free)
+]
+
+
+@pytest.mark.parametrize("cls,hp", SCALE_FREE)
 def test_scale_free_methods_ignore_coordinate_scaling(cls, hp):
     plain = run_scaled(cls, torch.ones(6, dtype=torch.float64), **hp)
     scaled = run_scaled(cls, SCALE, **hp)
@@ -106,7 +94,7 @@ def test_adam_with_coupled_l2_is_not_scale_free():
 # -- weight decay modes ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(set(OURS) - {"sgdol"}))
+@pytest.mark.parametrize("name", names(lambda info: info.lr_is_step_size))
 def test_proximal_decay_never_flips_or_grows_weights(name):
     x0 = torch.tensor([3.0, -2.0, 0.5, -1e-3], dtype=torch.float64)
     for mode, expect_shrink in (("proximal", True), ("decoupled", False)):
@@ -245,7 +233,7 @@ def test_lr_scheduler_factor_equals_a_scaled_lr(name):
     """A scheduler's multiplier c acts as the lr c·lr0 given at construction (step after step,
     bitwise), and it changes the trajectory: an optimizer that overwrote or ignored the
     scheduled lr (SGDOL once kept its learned step size in ``lr``) fails this."""
-    lr0 = HPARAMS.get(name, {}).get("lr", 1e-2)
+    lr0 = INFOS[name].hparams.get("lr", 1e-2)
     options = dict(weight_decay=0.1, weight_decay_mode="decoupled")
     h, x0 = quadratic_problem(seed=2)
     trajectories = []
@@ -331,23 +319,9 @@ def test_sgdol_first_step_size_is_one_over_m():
 # -- errors ----------------------------------------------------------------------------------
 
 INVALID = [
-    ("gsignsgd", dict(lr=-1.0), "Invalid lr"),
-    ("gsignsgd", dict(betas=(1.0, 0.9)), "Invalid beta1"),
-    ("gsignsgd", dict(betas=(0.9, -0.1)), "Invalid beta2"),
-    ("gsignsgd", dict(betas=0.9), "Invalid betas"),
-    ("gsignsgd", dict(eps=-1e-8), "Invalid eps"),
-    ("gsignsgd", dict(weight_decay=-1.0), "Invalid weight_decay"),
-    ("gsignsgd", dict(weight_decay_mode="adamw"), "Invalid weight_decay_mode"),
-    ("signum", dict(momentum=1.5), "Invalid momentum"),
-    ("lion", dict(betas=(0.9, 1.0)), "Invalid beta2"),
-    ("sgd_clip", dict(gamma=0.0), "Invalid gamma"),
-    ("sgd_clip", dict(nu=1.5), "Invalid nu"),
-    ("sgd_clip_momentum", dict(momentum=-0.1), "Invalid momentum"),
-    ("sgd_clip_grad", dict(gamma=-1.0), "Invalid gamma"),
-    ("sgd_normalized", dict(nesterov=True, momentum=0.0), "Invalid nesterov"),
-    ("sgdol", dict(smoothness=0.0), "Invalid smoothness"),
-    ("sgdol", dict(alpha=-1.0), "Invalid alpha"),
-    ("adam_prox", dict(lr=float("nan")), "Invalid lr"),
+    pytest.param(info.name, hp, message, id=f"{info.name}-{message}")
+    for info in OPTIMIZER_INFOS
+    for hp, message in info.error_inputs
 ]
 
 
@@ -374,3 +348,178 @@ def test_create_optimizer_errors_list_the_valid_choices():
 def test_registry_builds_every_name():
     for name, cls in OPTIMIZERS.items():
         assert isinstance(make(name, [torch.nn.Parameter(torch.ones(1))]), cls)
+
+
+def test_the_table_covers_the_registry():
+    """Every optimizer of the library has its entry in tests/optim/infos.py, with the class
+    the registry builds and the fused flag the class has."""
+    assert sorted([*INFOS, *TORCH_BASELINES]) == available_optimizers()
+    for name, info in INFOS.items():
+        assert OPTIMIZERS[name] is info.cls
+        assert info.supports_fused == info.cls.supports_fused
+
+
+# -- complex numbers -------------------------------------------------------------------------
+
+COMPLEX_MESSAGE = r"complex (parameter|gradient)s are unsupported.*complex64.*torch\.view_as_real"
+PATHS = {
+    "single_tensor": dict(foreach=False, fused=False),
+    "foreach": dict(foreach=True, fused=False),
+    "fused": dict(fused=True),
+}
+
+
+def paths_of(info: OptimizerInfo) -> list[str]:
+    return [p for p in PATHS if p != "fused" or info.supports_fused]
+
+
+def path_options(info: OptimizerInfo, path: str) -> dict:
+    return {k: v for k, v in PATHS[path].items() if k in hyperparameters(info.name)}
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_complex_parameters_are_refused_at_construction(name):
+    real, z = (
+        torch.nn.Parameter(torch.ones(2)),
+        torch.nn.Parameter(torch.ones(2, dtype=torch.cfloat)),
+    )
+    with pytest.raises(ValueError, match=COMPLEX_MESSAGE):
+        make(name, [real, z])
+    opt = make(name, [real])
+    with pytest.raises(ValueError, match=COMPLEX_MESSAGE):
+        opt.add_param_group({"params": [z]})
+    assert len(opt.param_groups) == 1  # the refused group was not added
+
+
+def complex_gradient(p: torch.Tensor) -> None:
+    """Give the real ``p`` a complex gradient (autograd never does; ``.data`` can)."""
+    p.grad = torch.zeros_like(p)
+    p.grad.data = torch.ones(p.shape, dtype=torch.cfloat)
+
+
+def snapshot(opt) -> tuple:
+    params = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+    state = [
+        {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
+        for s in opt.state.values()
+    ]
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return params, state, groups
+
+
+def assert_same(before: tuple, after: tuple) -> None:
+    (p0, s0, g0), (p1, s1, g1) = before, after
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1, strict=True))
+    assert len(s0) == len(s1)
+    for a, b in zip(s0, s1, strict=True):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+    assert g0 == g1
+
+
+@pytest.mark.parametrize(
+    "info,path",
+    [pytest.param(i, p, id=f"{i.name}-{p}") for i in OPTIMIZER_INFOS for p in paths_of(i)],
+)
+def test_complex_gradients_and_parameters_are_refused_before_any_change(info, path):
+    """One real parameter per group (two groups) after two ordinary steps; then a step where
+    the second group's parameter has a complex gradient, and one where that group holds a
+    complex parameter: ValueError, and no parameter, state entry or group entry changed (the
+    first group is not updated either). SGDOL: also when only its second gradient is
+    complex. Negative control: the same step with a real gradient does change them."""
+    x, y = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.full((2,), 2.0))
+    opt = info.make([{"params": [x]}, {"params": [y]}], **path_options(info, path))
+    real_grads = {x: torch.full((3,), 0.5), y: torch.full((2,), -0.25)}
+
+    def closure(complex_on_call=None):
+        calls = iter(range(info.closure_calls))
+
+        def set_grads():
+            call = next(calls)
+            for p, g in real_grads.items():
+                p.grad = g.clone()
+            if call == complex_on_call:
+                complex_gradient(y)
+            return torch.zeros(())
+
+        return set_grads
+
+    for _ in range(2):
+        opt.step(closure())
+    before = snapshot(opt)
+    for call in range(info.closure_calls):  # SGDOL: a complex first, then second gradient
+        with pytest.raises(ValueError, match=COMPLEX_MESSAGE):
+            opt.step(closure(complex_on_call=call))
+        assert_same(before, snapshot(opt))
+    z = torch.nn.Parameter(torch.ones(2, dtype=torch.cfloat))
+    z.grad = torch.ones_like(z)
+    opt.param_groups[1]["params"] = [z]
+    with pytest.raises(ValueError, match=COMPLEX_MESSAGE):
+        opt.step(closure())
+    opt.param_groups[1]["params"] = [y]
+    assert_same(before, snapshot(opt))
+    # negative control: the snapshot does see a step
+    for p in (x, y):
+        p.grad = None
+    opt.step(closure())
+    with pytest.raises(AssertionError):
+        assert_same(before, snapshot(opt))
+
+
+# -- presets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", names(lambda info: hasattr(info.cls, "preset_of")))
+def test_presets_show_their_parameters_and_equal_their_parent(name):
+    """A preset (``_base.preset``) shows the parent's parameters minus the fixed ones, with
+    its own defaults, in ``inspect.signature`` / ``help`` / ``hyperparameters``; it refuses
+    the fixed ones; and it takes the parent's steps with them. Negative control: the parent
+    with a doubled lr steps elsewhere."""
+    info = INFOS[name]
+    cls, parent, fixed = info.cls, info.cls.preset_of, info.cls.preset_fixed
+    shown = inspect.signature(cls)
+    assert not set(fixed) & set(shown.parameters)
+    assert hyperparameters(name) == list(shown.parameters)[1:]
+    parent_params = set(inspect.signature(parent).parameters)
+    own = set(shown.parameters) - parent_params
+    assert own <= {"momentum"}  # Signum's momentum replaces GeneralizedSignSGD's betas
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    assert all(p in text for p in shown.parameters)
+    with pytest.raises(TypeError):
+        cls([torch.nn.Parameter(torch.ones(1))], **{next(iter(fixed)): 0.5})
+    group = cls([torch.nn.Parameter(torch.ones(1))]).param_groups[0]
+    assert {k: group[k] for k in fixed} == fixed
+    if own:  # parent equivalent of the preset's own parameter
+        return
+    h, x0 = quadratic_problem(seed=4)
+    lr = shown.parameters["lr"].default
+    trajectories = []
+    # what the preset fixes, as arguments of its parent (a preset of a preset: the parent
+    # itself fixes the rest)
+    as_parent = {k: v for k, v in fixed.items() if k in parent_params}
+    for build in (
+        lambda p: cls([p]),
+        lambda p: parent([p], lr=lr, **as_parent),
+        lambda p: parent([p], lr=2 * lr, **as_parent),
+    ):
+        x = torch.nn.Parameter(x0.clone())
+        opt = build(x)
+        closure = noisy_quadratic_closure(opt, x, h, torch.Generator().manual_seed(5))
+        for _ in range(5):
+            opt.step(closure)
+        trajectories.append(x.detach().clone())
+    assert torch.equal(trajectories[0], trajectories[1])
+    assert not torch.equal(trajectories[0], trajectories[2])
+
+
+def test_signum_preset_keeps_its_own_momentum_per_group():
+    """Signum's ``momentum`` is a group hyperparameter (no ``betas`` entry); SignSGD fixes it
+    to 0 and Signum(momentum=0) is SignSGD."""
+    from adaptopt.optim import SignSGD, Signum
+
+    x = torch.nn.Parameter(torch.ones(2))
+    group = Signum([{"params": [x], "momentum": 0.3}]).param_groups[0]
+    assert group["momentum"] == 0.3 and "betas" not in group
+    assert group["eps"] == 0.0 and group["bias_correction"] is False
+    assert SignSGD([x]).param_groups[0]["momentum"] == 0.0
+    assert list(inspect.signature(Signum).parameters)[:3] == ["params", "lr", "momentum"]

@@ -9,23 +9,12 @@ that are absent on some steps.
 from __future__ import annotations
 
 import inspect
-import math
 
 import pytest
 import torch
+from infos import INFOS, OptimizerInfo, Sample, samples
 
-from adaptopt.optim import (
-    SGDOL,
-    AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    NormalizedSGD,
-    SGDClip,
-    SGDClipGrad,
-    SGDClipMomentum,
-    SignSGD,
-    Signum,
-)
+from adaptopt.optim import SGDOL, AdamProx
 
 SHAPES = [(5, 3), (4,), (), (2, 2, 2)]
 STEPS = 40
@@ -58,7 +47,7 @@ def run_library(cls, group_hparams, common, grads_seq, foreach=False):
     ]
     opt = cls(groups, foreach=foreach, **common)
     for row in grads_seq:
-        for p, g in zip(params, row):
+        for p, g in zip(params, row, strict=True):
             p.grad = None if g is None else g.clone()
         opt.step()
     return [p.detach() for p in params]
@@ -74,18 +63,21 @@ def decay_and_step(x, step, lr, wd, mode):
 
 
 def run_reference(direction, group_hparams, common, grads_seq, global_norms=None):
-    """Generic float64 loop: ``direction(hp, x, g, state, norms) -> step (= η u)``."""
+    """Generic float64 loop: ``direction(hp, x, d, state, norms) -> step (= η u)``, with
+    d = ±g (``maximize``) + λx (coupled l2)."""
     xs = initial_params()
     states = [{} for _ in xs]
     hps = [{**common, **group_hparams[0]}] * 2 + [{**common, **group_hparams[1]}] * 2
     for row in grads_seq:
         ds = []
-        for x, g, hp in zip(xs, row, hps):
+        for x, g, hp in zip(xs, row, hps, strict=True):
+            if g is not None and hp.get("maximize"):
+                g = -g
             if g is not None and hp["weight_decay_mode"] == "l2":
                 g = g + hp["weight_decay"] * x
             ds.append(g)
         norms = global_norms(xs, ds, states, hps) if global_norms else None
-        for i, (x, d, hp) in enumerate(zip(xs, ds, hps)):
+        for i, (x, d, hp) in enumerate(zip(xs, ds, hps, strict=True)):
             if d is None:
                 continue
             step = direction(hp, x, d, states[i], norms)
@@ -93,182 +85,32 @@ def run_reference(direction, group_hparams, common, grads_seq, global_norms=None
     return xs
 
 
-def gsignsgd_reference(hp, x, g, st, norms, square_gradient=False):
-    b1, b2 = hp["betas"]
-    st["t"] = st.get("t", 0) + 1
-    st["m"] = b1 * st.get("m", torch.zeros_like(x)) + (1 - b1) * g
-    squared = g if square_gradient else st["m"]
-    st["v"] = b2 * st.get("v", torch.zeros_like(x)) + (1 - b2) * squared**2
-    m_hat, v_hat = st["m"], st["v"]
-    if hp["bias_correction"]:
-        m_hat = m_hat / (1 - b1 ** st["t"])
-        v_hat = v_hat / (1 - b2 ** st["t"])
-    denom = torch.sqrt(v_hat) + hp["eps"]
-    u = torch.where(denom == 0, torch.zeros_like(x), m_hat / denom)
-    return hp["lr"] * u
-
-
-def lion_reference(hp, x, g, st, norms):
-    b1, b2 = hp["betas"]
-    m = st.get("m", torch.zeros_like(x))
-    u = torch.sign(b1 * m + (1 - b1) * g)
-    st["m"] = b2 * m + (1 - b2) * g
-    return hp["lr"] * u
-
-
-def momentum_reference(hp, x, d, st):
-    """PyTorch convention: b_1 = d_1, b_t = μ b_{t-1} + d_t; Nesterov d_t + μ b_t."""
-    st["b"] = d.clone() if "b" not in st else hp["momentum"] * st["b"] + d
-    return d + hp["momentum"] * st["b"] if hp.get("nesterov") else st["b"]
-
-
-def clip_norms(xs, ds, states, hps):
-    grad_sq, mom_sq = 0.0, 0.0
-    for x, d, st, hp in zip(xs, ds, states, hps):
-        if d is None:
-            continue
-        st["b_tilde"] = momentum_reference(hp, x, d, st)
-        grad_sq += float((d**2).sum())
-        mom_sq += float((st["b_tilde"] ** 2).sum())
-    return math.sqrt(grad_sq), math.sqrt(mom_sq)
-
-
-def clip_reference(hp, x, d, st, norms):
-    grad_norm, mom_norm = norms
-    lr, gamma, nu = hp["lr"], hp["gamma"], hp["nu"]
-    clipped_mom = min(lr, gamma / mom_norm) * st["b_tilde"] if mom_norm > 0 else lr * st["b_tilde"]
-    clipped_grad = min(lr, gamma / grad_norm) * d if grad_norm > 0 else lr * d
-    return nu * clipped_mom + (1 - nu) * clipped_grad
-
-
-def normalized_reference(hp, x, d, st, norms):
-    return hp["lr"] * st["b_tilde"] / (norms[1] + hp["eps"])
-
-
-GROUPS_GSIGN = [
-    dict(lr=3e-3, weight_decay=1e-2, weight_decay_mode="decoupled", betas=(0.8, 0.99)),
-    dict(lr=1e-2, weight_decay=1e-1, weight_decay_mode="proximal"),
-]
-
-CASES = {
-    "gsignsgd": (
-        GeneralizedSignSGD,
-        gsignsgd_reference,
-        None,
-        GROUPS_GSIGN,
-        dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, weight_decay_mode="l2"),
-    ),
-    "gsignsgd_bc_l2_eps0": (
-        GeneralizedSignSGD,
-        gsignsgd_reference,
-        None,
-        [dict(lr=1e-3, weight_decay=1e-3), dict(lr=2e-3, weight_decay=1e-2)],
-        dict(betas=(0.9, 0.999), eps=0.0, weight_decay_mode="l2", bias_correction=True),
-    ),
-    "adam_prox": (
-        AdamProx,
-        lambda hp, x, g, st, n: gsignsgd_reference(hp, x, g, st, n, square_gradient=True),
-        None,
-        GROUPS_GSIGN,
-        dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, weight_decay_mode="l2"),
-    ),
-    "lion": (
-        Lion,
-        lion_reference,
-        None,
-        [
-            dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="decoupled"),
-            dict(lr=3e-4, weight_decay=0.5, weight_decay_mode="proximal", betas=(0.5, 0.9)),
-        ],
-        dict(betas=(0.9, 0.99)),
-    ),
-    "sgd_clip_mixed": (
-        SGDClip,
-        clip_reference,
-        clip_norms,
-        [
-            dict(lr=0.5, gamma=0.3, nu=0.3, weight_decay=1e-3, weight_decay_mode="l2"),
-            dict(lr=0.1, gamma=2.0, nu=0.7, weight_decay=1e-2, weight_decay_mode="proximal"),
-        ],
-        dict(momentum=0.9, nesterov=True),
-    ),
-    "sgd_clip_momentum": (
-        SGDClipMomentum,
-        clip_reference,
-        clip_norms,
-        [
-            dict(lr=10.0, gamma=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=1.0, gamma=0.5, weight_decay=1e-2, weight_decay_mode="decoupled"),
-        ],
-        dict(momentum=0.9),
-    ),
-    "normalized": (
-        NormalizedSGD,
-        normalized_reference,
-        clip_norms,
-        [
-            dict(lr=0.1, weight_decay=1e-4, weight_decay_mode="l2"),
-            dict(lr=0.05, weight_decay=1e-2, weight_decay_mode="proximal", momentum=0.5),
-        ],
-        dict(momentum=0.9, nesterov=False, eps=1e-10),
-    ),
-}
-
-# Hyperparameters the presets fix, so the reference sees them too.
-PRESET_FIXED = {
-    SGDClipMomentum: dict(nu=1.0, nesterov=False),
-    SGDClipGrad: dict(nu=0.0, momentum=0.0),
-    AdamProx: dict(bias_correction=True),
-}
-
-
-def _fill(cls, common):
-    """Reference hyperparameters: the class defaults, then ``common``, then preset constants."""
+def _fill(info: OptimizerInfo, common):
+    """Twin hyperparameters: the class defaults, then ``common``, then what the class fixes."""
     defaults = {
         k: v.default
-        for k, v in inspect.signature(cls.__init__).parameters.items()
+        for k, v in inspect.signature(info.cls.__init__).parameters.items()
         if v.default is not inspect.Parameter.empty
     }
-    return {**defaults, **common, **PRESET_FIXED.get(cls, {})}
+    return {**defaults, **common, **info.reference.fixed}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("info,sample", samples(lambda info: info.reference is not None))
 @pytest.mark.parametrize("foreach", [False, True])
-def test_matches_float64_reference(case, foreach):
-    cls, direction, norms, groups, common = CASES[case]
-    seq = gradient_sequence(seed=hash(case) % 1000)
-    actual = run_library(cls, groups, common, seq, foreach=foreach)
-    expected = run_reference(direction, groups, _fill(cls, common), seq, norms)
-    for a, e in zip(actual, expected):
+def test_matches_float64_reference(info: OptimizerInfo, sample: Sample, foreach):
+    seq = gradient_sequence(seed=sum(map(ord, sample.id)) % 1000)
+    actual = run_library(info.cls, sample.groups, sample.common, seq, foreach=foreach)
+    twin = info.reference
+    expected = run_reference(
+        twin.direction, sample.groups, _fill(info, sample.common), seq, twin.norms
+    )
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
-def test_clip_grad_preset_matches_reference():
-    groups = [dict(lr=0.5, gamma=1.0), dict(lr=0.2, gamma=0.05, weight_decay=1e-2)]
-    common = dict(weight_decay_mode="decoupled")
-    seq = gradient_sequence(seed=7)
-    actual = run_library(SGDClipGrad, groups, common, seq)
-    ref_common = _fill(SGDClipGrad, common)
-    expected = run_reference(clip_reference, groups, ref_common, seq, clip_norms)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("cls", [Signum, SignSGD])
-def test_signum_is_lr_times_sign_of_momentum(cls):
-    momentum = 0.9 if cls is Signum else 0.0
-    seq = gradient_sequence(seed=3)
-    groups = [dict(lr=1e-2), dict(lr=1e-3, weight_decay=0.1, weight_decay_mode="proximal")]
-    actual = run_library(cls, groups, {}, seq)
-
-    def signum_reference(hp, x, g, st, norms):
-        st["m"] = momentum * st.get("m", torch.zeros_like(x)) + (1 - momentum) * g
-        return hp["lr"] * torch.sign(st["m"])
-
-    ref_common = dict(weight_decay=0.0, weight_decay_mode="l2")
-    expected = run_reference(signum_reference, groups, ref_common, seq)
-    for a, e in zip(actual, expected):
-        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+def test_every_optimizer_but_sgdol_has_a_twin():
+    """SGDOL's twin needs two gradient sequences: the sgdol_* tests below."""
+    assert [name for name, info in INFOS.items() if info.reference is None] == ["sgdol"]
 
 
 def test_adam_prox_l2_and_decoupled_equal_torch_adam_and_adamw():
@@ -277,7 +119,7 @@ def test_adam_prox_l2_and_decoupled_equal_torch_adam_and_adamw():
         group = dict(lr=1e-2, weight_decay=0.05)
         ours = run_library(AdamProx, [group, group], dict(weight_decay_mode=mode), seq)
         theirs = run_library(torch_cls, [group, group], {}, seq)
-        for a, e in zip(ours, theirs):
+        for a, e in zip(ours, theirs, strict=True):
             torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
@@ -309,12 +151,12 @@ def run_sgdol(groups, first, second, schedule=None):
     params = [p.clone().requires_grad_() for p in initial_params()]
     opt = SGDOL([dict(params=params[:2], **groups[0]), dict(params=params[2:], **groups[1])])
     scheduler = None if schedule is None else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    for r1, r2 in zip(first, second):
+    for r1, r2 in zip(first, second, strict=True):
         calls = iter((r1, r2))
 
         def closure(calls=calls):
             row = next(calls)
-            for p, g in zip(params, row):
+            for p, g in zip(params, row, strict=True):
                 p.grad = None if g is None else g.clone()
             return torch.zeros(())
 
@@ -332,7 +174,7 @@ def sgdol_reference(groups, first, second, step_size):
     blocks = [(range(0, 2), h) for h in groups[:1]] + [(range(2, 4), h) for h in groups[1:]]
     sums = [[h["alpha"], h["alpha"]] for _, h in blocks]
     etas = [1 / h["smoothness"] for _, h in blocks]
-    for t, (r1, r2) in enumerate(zip(first, second)):
+    for t, (r1, r2) in enumerate(zip(first, second, strict=True)):
         for k, (idx, h) in enumerate(blocks):
             wd, mode = h.get("weight_decay", 0.0), h.get("weight_decay_mode", "l2")
             big_m = h["smoothness"]
@@ -355,9 +197,9 @@ def test_sgdol_matches_reference():
     first, second = sgdol_gradients()
     params, opt = run_sgdol(SGDOL_GROUPS, first, second)
     xs, etas = sgdol_reference(SGDOL_GROUPS, first, second, lambda k, t, eta: eta)
-    for a, e in zip(params, xs):
+    for a, e in zip(params, xs, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-    for group, eta in zip(opt.param_groups, etas):
+    for group, eta in zip(opt.param_groups, etas, strict=True):
         assert group["lr"] == 1.0
         assert group["learned_lr"] == pytest.approx(eta, rel=1e-12)
 
@@ -379,12 +221,12 @@ def test_sgdol_under_lambda_lr_steps_lr_times_learned_eta():
     first, second = sgdol_gradients(correlation=0.3)
     params, opt = run_sgdol(groups, first, second, schedule)
     xs, etas = sgdol_reference(groups, first, second, lambda k, t, eta: lr0[k] * schedule(t) * eta)
-    for a, e in zip(params, xs):
+    for a, e in zip(params, xs, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
-    for group, eta, lr in zip(opt.param_groups, etas, lr0):
+    for group, eta, lr in zip(opt.param_groups, etas, lr0, strict=True):
         assert group["learned_lr"] == pytest.approx(eta, rel=1e-12)
         assert group["lr"] == pytest.approx(lr * schedule(len(first)), rel=1e-15)
-    for eta, group in zip(etas, groups):  # η moved away from η_1 = 1/M
+    for eta, group in zip(etas, groups, strict=True):  # η moved away from η_1 = 1/M
         assert abs(eta * group["smoothness"] - 1) > 0.2
 
     big_m = [g["smoothness"] for g in groups]
@@ -395,7 +237,8 @@ def test_sgdol_under_lambda_lr_steps_lr_times_learned_eta():
     for name, step_size in wrong.items():
         control, _ = sgdol_reference(groups, first, second, step_size)
         mismatch = any(
-            not torch.allclose(a, e, rtol=1e-12, atol=1e-12) for a, e in zip(params, control)
+            not torch.allclose(a, e, rtol=1e-12, atol=1e-12)
+            for a, e in zip(params, control, strict=True)
         )
         assert mismatch, name
 
@@ -406,9 +249,9 @@ def test_sgdol_constant_multiplier_one_is_the_unscheduled_step_bitwise():
     first, second = sgdol_gradients()
     plain, plain_opt = run_sgdol(SGDOL_GROUPS, first, second)
     scheduled, scheduled_opt = run_sgdol(SGDOL_GROUPS, first, second, lambda t: 1.0)
-    for a, b in zip(plain, scheduled):
+    for a, b in zip(plain, scheduled, strict=True):
         assert torch.equal(a, b)
-    for a, b in zip(plain_opt.param_groups, scheduled_opt.param_groups):
+    for a, b in zip(plain_opt.param_groups, scheduled_opt.param_groups, strict=True):
         assert a["learned_lr"] == b["learned_lr"] and b["lr"] == 1.0
 
 
@@ -429,29 +272,28 @@ def test_sgdol_loads_a_state_dict_that_kept_eta_in_lr():
         ]
     )
     restored.load_state_dict(saved)
-    for a, b in zip(restored.param_groups, opt.param_groups):
+    for a, b in zip(restored.param_groups, opt.param_groups, strict=True):
         assert a["learned_lr"] == b["learned_lr"] and a["lr"] == 1.0
         assert a["sum_inner_product"] == b["sum_inner_product"]
     for o in (opt, restored):
         ps = [p for group in o.param_groups for p in group["params"]]
-        for r1, r2 in zip(first[half:], second[half:]):
+        for r1, r2 in zip(first[half:], second[half:], strict=True):
             calls = iter((r1, r2))
 
             def closure(calls=calls, ps=ps):
-                for p, g in zip(ps, next(calls)):
+                for p, g in zip(ps, next(calls), strict=True):
                     p.grad = None if g is None else g.clone()
                 return torch.zeros(())
 
             o.step(closure)
-    for a, b in zip(params, restored_params):
+    for a, b in zip(params, restored_params, strict=True):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_foreach_equals_single_tensor(case):
-    cls, _, _, groups, common = CASES[case]
+@pytest.mark.parametrize("info,sample", samples())
+def test_foreach_equals_single_tensor(info: OptimizerInfo, sample: Sample):
     seq = gradient_sequence(seed=5)
-    single = run_library(cls, groups, common, seq, foreach=False)
-    multi = run_library(cls, groups, common, seq, foreach=True)
-    for a, b in zip(single, multi):
+    single = run_library(info.cls, sample.groups, sample.common, seq, foreach=False)
+    multi = run_library(info.cls, sample.groups, sample.common, seq, foreach=True)
+    for a, b in zip(single, multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)

@@ -17,12 +17,16 @@ import pickle
 
 import pytest
 import torch
+from infos import INFOS, TORCH_BASELINES, fused, names
 
 from adaptopt.optim import OPTIMIZERS, SignSGD, _fused, create_optimizer, hyperparameters
 from adaptopt.optim._rounding import RNG_KEY, SEED_KEY, stochastic_round
 
 Z = 5.0
-TORCH = ("sgd", "adam", "adamw", "adagrad")
+# every optimizer of the table (tests/optim/infos.py) and torch's optimizers of the registry,
+# which have the option too (``_rounding.with_stochastic_rounding``)
+TORCH = TORCH_BASELINES
+NAMES = sorted([*names(), *TORCH])
 BF16_ULP_1_2 = 2.0**-7  # spacing of bf16 in [1, 2)
 MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
 
@@ -30,17 +34,17 @@ MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
 def paths(name: str) -> list[dict]:
     """The step paths of optimizer ``name``: single-tensor, foreach and (if any) fused."""
     options = [{"foreach": False}, {"foreach": True}]
-    if getattr(OPTIMIZERS[name], "supports_fused", False):
+    if name in INFOS and INFOS[name].supports_fused:
         options.append({"fused": True})
     return options
 
 
-PATHS = [(name, path) for name in sorted(OPTIMIZERS) for path in paths(name)]
+PATHS = [(name, path) for name in NAMES for path in paths(name)]
 PATH_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in path.items())}" for name, path in PATHS]
 
 
 def make(name: str, params, **hp):
-    if "fused" in hyperparameters(name) and name not in TORCH:
+    if name in INFOS and INFOS[name].supports_fused:
         hp.setdefault("fused", False)
     return create_optimizer(name, params, **hp)
 
@@ -49,7 +53,7 @@ def constant_gradient_closure(params, grads):
     """Sets each parameter's gradient to a fixed tensor (SGDOL calls it twice per step)."""
 
     def closure():
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
         return torch.zeros(())
 
@@ -284,7 +288,7 @@ def test_decay_below_half_an_ulp_is_kept_in_expectation(mode, path):
     assert (nearest.double() - reference).abs().mean().item() > tolerance
 
 
-OURS = [(case, i) for case, i in zip(PATHS, PATH_IDS) if case[0] not in TORCH]
+OURS = [(case, i) for case, i in zip(PATHS, PATH_IDS, strict=True) if case[0] not in TORCH]
 
 
 @pytest.mark.parametrize("name,path", [c for c, _ in OURS], ids=[i for _, i in OURS])
@@ -326,7 +330,7 @@ def test_bf16_arithmetic_would_lose_a_decay_and_an_update_of_0_3_ulp_each():
 # -- float32 parameters, seeds, checkpoints ---------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_float32_parameters_ignore_the_option(name):
     """A float32 and a bf16 parameter in one group: the float32 one gets the same bits as
     without stochastic rounding, and the rounding stream is used for the bf16 one only."""
@@ -350,7 +354,7 @@ def test_float32_parameters_ignore_the_option(name):
     assert opt.param_groups[0][RNG_KEY] == {}  # nothing drawn
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_seeded_rounding_is_deterministic(name):
     """Same seed → the same bits; another seed → other bits; the default seed follows
     ``torch.manual_seed``."""
@@ -381,7 +385,7 @@ def test_seeded_rounding_is_deterministic(name):
 CHECKPOINT_CASES = [(name, path) for name, path in PATHS if path.get("foreach") is not False]
 
 
-CHECKPOINT_IDS = [i for i, case in zip(PATH_IDS, PATHS) if case in CHECKPOINT_CASES]
+CHECKPOINT_IDS = [i for i, case in zip(PATH_IDS, PATHS, strict=True) if case in CHECKPOINT_CASES]
 
 
 @pytest.mark.parametrize("name,path", CHECKPOINT_CASES, ids=CHECKPOINT_IDS)
@@ -417,7 +421,7 @@ def test_checkpoint_resume_is_bitwise(name, path):
     restored.load_state_dict(torch.load(buffer))
     for _ in range(6):
         restored.step(closure)
-    for a, b in zip(params, resumed):
+    for a, b in zip(params, resumed, strict=True):
         assert a.dtype == b.dtype and torch.equal(a, b)
     fresh, unrestored, closure = build(saved)  # negative control: without the stream's state
     state = copy.deepcopy(opt.state_dict())
@@ -429,7 +433,7 @@ def test_checkpoint_resume_is_bitwise(name, path):
     assert not torch.equal(fresh[0].detach(), params[0].detach())
 
 
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_deepcopy_and_pickle_continue_the_stream(name):
     """Copies made by ``copy.deepcopy`` and ``pickle`` carry the stream's state (a group
     entry): they continue with the same bits; later param groups of a copy get the option."""
@@ -487,7 +491,8 @@ def test_state_dict_without_rounding_entries_loads():
 
 
 def test_every_optimizer_has_the_option():
-    for name in OPTIMIZERS:
+    assert sorted(OPTIMIZERS) == NAMES  # the table and the baselines are the registry
+    for name in NAMES:
         assert {"stochastic_rounding", "stochastic_rounding_seed"} <= set(hyperparameters(name))
 
 
@@ -501,7 +506,7 @@ def test_torch_optimizers_without_the_option_are_torch_exactly():
         calls: list[int] = []
         opts[0].register_step_post_hook(lambda *args, calls=calls: calls.append(1))
         for _ in range(3):
-            for p, opt in zip((ours, theirs), opts):
+            for p, opt in zip((ours, theirs), opts, strict=True):
                 p.grad = x0.cos()
                 opt.step()
         assert torch.equal(ours, theirs) and len(calls) == 3
@@ -527,7 +532,7 @@ def test_invalid_options_name_the_argument(name, hp, message):
         create_optimizer(name, [torch.nn.Parameter(torch.ones(1))], **hp)
 
 
-@pytest.mark.parametrize("name", ["gsignsgd", "lion", "sgd_clip", "sgd_normalized"])
+@pytest.mark.parametrize("name", names(fused))
 def test_capturable_with_stochastic_rounding_is_refused(name):
     """A CUDA graph would replay the same random bits: a clear error."""
     with pytest.raises(ValueError, match="Invalid stochastic_rounding: not capturable"):

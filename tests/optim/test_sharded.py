@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from infos import INFOS, names
 from torch import nn
 
 from adaptopt.optim import OPTIMIZERS, _base, create_optimizer
@@ -26,20 +27,8 @@ from adaptopt.optim import OPTIMIZERS, _base, create_optimizer
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is absent")
 
 WORLD = 2
-NAMES = sorted(n for n, c in OPTIMIZERS.items() if issubclass(c, _base.BaseOptimizer))
-HPARAMS: dict[str, dict[str, Any]] = {
-    "gsignsgd": {"lr": 0.01, "weight_decay": 0.01},
-    "signum": {"lr": 0.01, "weight_decay": 0.1, "weight_decay_mode": "decoupled"},
-    "signsgd": {"lr": 0.01},
-    # gamma < lr·‖g‖: clipping fires at every step, so the global norm sets the step
-    "sgd_clip": {"lr": 0.1, "gamma": 0.01, "nu": 0.5},
-    "sgd_clip_grad": {"lr": 0.1, "gamma": 0.01},
-    "sgd_clip_momentum": {"lr": 0.1, "gamma": 0.01, "nesterov": True},
-    "sgd_normalized": {"lr": 0.01},
-    "sgdol": {"smoothness": 2.0, "alpha": 1.0},
-    "lion": {"lr": 0.01, "weight_decay": 0.1},
-    "adam_prox": {"lr": 0.01, "weight_decay": 0.1},
-}
+# every optimizer of the table (tests/optim/infos.py), with its ``train_hparams``
+NAMES = names()
 # the paths a user can ask for; "fused" on a DTensor must raise the documented ValueError.
 # On the CPU the default (fused=None) falls back to the single-tensor step: "default" is it.
 PATHS: dict[str, dict[str, Any]] = {
@@ -53,9 +42,9 @@ STEPS = 3
 
 
 def _make(name: str, params, **kwargs: Any) -> torch.optim.Optimizer:
-    if name == "sgdol":
+    if not INFOS[name].supports_fused:
         kwargs.pop("fused", None)
-    return create_optimizer(name, params, **HPARAMS[name], **kwargs)
+    return create_optimizer(name, params, **INFOS[name].train_hparams, **kwargs)
 
 
 def _reference_opt(name: str, params) -> torch.optim.Optimizer:
@@ -178,8 +167,8 @@ def _paths(rank: int, mesh, out: Path) -> dict[str, Any]:
         reference = _model()
         _train(reference, _reference_opt(name, reference.parameters()), 2, None)
         for path, kwargs in PATHS.items():
-            if name == "sgdol" and path == "fused":
-                continue  # SGDOL has no fused step (no such argument)
+            if path == "fused" and not INFOS[name].supports_fused:
+                continue  # no fused step (no such argument): SGDOL
             sharded = _sharded(mesh)
             try:
                 opt = _make(name, sharded.parameters(), **kwargs)
@@ -278,7 +267,7 @@ def _result(ranks, key: str) -> list[Any]:
 
 def _assert_params(actual: list[torch.Tensor], expected: list[torch.Tensor], atol: float) -> None:
     assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=atol)
 
 
@@ -288,7 +277,7 @@ def test_fully_shard_training_equals_one_process(ranks, name):
         r = rank[name]
         _assert_params(r["sharded"], r["ref"], atol=1e-6)
         # it trained: every tensor moved by far more than the tolerance
-        assert min((a - b).abs().max() for a, b in zip(r["ref"], r["x0"])) > 1e-4
+        assert min((a - b).abs().max() for a, b in zip(r["ref"], r["x0"], strict=True)) > 1e-4
 
 
 def test_norms_are_global_over_the_mesh(ranks):
@@ -308,7 +297,7 @@ def test_replicated_and_partial_placements(ranks):
         torch.testing.assert_close(rank["norm"].double(), norm, rtol=1e-6, atol=0)
         torch.testing.assert_close(rank["dot"], norm.square(), rtol=1e-6, atol=0)
         expected = [a - 0.1 * ga / norm, b - 0.1 * gb / norm]
-        for actual, e in zip(rank["params"], expected):
+        for actual, e in zip(rank["params"], expected, strict=True):
             torch.testing.assert_close(actual.double(), e, rtol=0, atol=1e-6)
 
 
@@ -320,7 +309,7 @@ def test_shard_local_norm_would_train_elsewhere(ranks):
             pytest.fail("a scenario raised")
         wrong = rank["norm_control"]["shard_local_sgd_clip"]
         ref = rank["equivalence"]["sgd_clip"]["ref"]
-        assert max((a - b).abs().max() for a, b in zip(wrong, ref)) > 1e-4
+        assert max((a - b).abs().max() for a, b in zip(wrong, ref, strict=True)) > 1e-4
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -329,7 +318,7 @@ def test_every_optimizer_steps_fully_shard_params_on_every_path(ranks, name):
     for rank in results:
         for path in PATHS:
             r = rank.get(f"{name}/{path}")
-            if name == "sgdol" and path == "fused":
+            if path == "fused" and not INFOS[name].supports_fused:
                 assert r is None
                 continue
             if path == "fused":  # the documented refusal, on both ranks
@@ -366,21 +355,21 @@ def test_dcp_checkpoint_reshards_from_two_ranks_to_one(ranks, name):
     set_optimizer_state_dict(model, opt, state["optim"])
 
     _assert_params(_params(model), saved["params"], atol=0)
-    for p, expected in zip(model.parameters(), saved["state"]):
+    for p, expected in zip(model.parameters(), saved["state"], strict=True):
         assert set(opt.state[p]) == set(expected)
         for key, value in expected.items():
             loaded = opt.state[p][key]
             assert loaded.dtype == value.dtype and torch.equal(loaded.cpu(), value), key
             if key == "step":
                 assert loaded.dtype == torch.float64 and loaded.item() == 2.0
-    for group, expected in zip(opt.param_groups, saved["groups"]):
+    for group, expected in zip(opt.param_groups, saved["groups"], strict=True):
         for key, value in expected.items():
             if key not in _base.IMPLEMENTATION_KEYS:
                 assert group[key] == value, key
     if name != "sgdol":
         assert saved["state"][0]  # there was state to carry
     else:
-        assert saved["groups"][0]["sum_grad_sq"] > HPARAMS["sgdol"]["alpha"]
+        assert saved["groups"][0]["sum_grad_sq"] > INFOS["sgdol"].train_hparams["alpha"]
     _train(model, opt, 1, None, first=2)
     _assert_params(_params(model), following, atol=1e-6)
 

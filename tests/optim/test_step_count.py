@@ -9,11 +9,13 @@ step from t = 2^24 tells which count was used.
 from __future__ import annotations
 
 import io
+from inspect import signature
 
 import pytest
 import torch
+from infos import OPTIMIZER_INFOS, adam_twin
 
-from adaptopt.optim import AdamProx, GeneralizedSignSGD, _fused
+from adaptopt.optim import GeneralizedSignSGD, _fused, hyperparameters
 from adaptopt.optim._fused import native
 
 T = 2**24
@@ -24,11 +26,16 @@ PATHS = {
     "fused_native": dict(fused=True),
     "fused_compiled": dict(fused=True),
 }
-CASES = {  # (optimizer, betas, square_gradient)
-    "gsignsgd_slow_beta1": (GeneralizedSignSGD, (BETA_SLOW, 0.99), False),
-    "gsignsgd_slow_beta2": (GeneralizedSignSGD, (0.9, BETA_SLOW), False),
-    "adam_prox_slow_beta1": (AdamProx, (BETA_SLOW, 0.999), True),
-    "adam_prox_slow_beta2": (AdamProx, (0.9, BETA_SLOW), True),
+# (optimizer, betas, square_gradient): the table's Adam-family optimizers with both betas
+CASES = {
+    f"{info.name}_slow_beta{i + 1}": (
+        info.cls,
+        (BETA_SLOW, 0.99) if i == 0 else (0.9, BETA_SLOW),
+        info.reference.direction is adam_twin,
+    )
+    for info in OPTIMIZER_INFOS
+    if info.family == "adam" and "betas" in hyperparameters(info.name)
+    for i in range(2)
 }
 X0 = torch.zeros(5, dtype=torch.float64)  # x_{t+1} = −η u_t: the update itself
 M0 = torch.tensor([0.3, -1.0, 2.0, 1e-3, -0.5], dtype=torch.float64)
@@ -63,7 +70,7 @@ def expected_update(betas, square_gradient, t):
 def optimizer_at_step(cls, betas, options, step):
     """An optimizer whose state is (step, m0, v0), on parameter x0, with gradient G."""
     x = torch.nn.Parameter(X0.clone())
-    extra = {} if cls is AdamProx else dict(bias_correction=True)
+    extra = dict(bias_correction=True) if "bias_correction" in signature(cls).parameters else {}
     opt = cls([x], lr=LR, betas=betas, eps=EPS, weight_decay=0.0, **extra, **options)
     x.grad = torch.zeros_like(x)
     opt.step()  # creates the state

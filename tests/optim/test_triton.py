@@ -27,21 +27,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from infos import OPTIMIZER_INFOS, fused, samples
 
-from adaptopt.optim import (
-    AdamProx,
-    GeneralizedSignSGD,
-    Lion,
-    NormalizedSGD,
-    SGDClip,
-    SGDClipGrad,
-    SGDClipMomentum,
-    SignSGD,
-    Signum,
-    _base,
-    _fused,
-)
+from adaptopt.optim import GeneralizedSignSGD, Lion, _base, _fused
+from adaptopt.optim._adam_family import _fused_adam_family
 from adaptopt.optim._fused import layout
+from adaptopt.optim._momentum import fused_momentum_norms, fused_momentum_update
+from adaptopt.optim.lion import _fused_lion
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
@@ -105,20 +97,11 @@ def close(actual: torch.Tensor, expected: torch.Tensor, rel: float) -> bool:
 
 # -- optimizer-level equivalence ---------------------------------------------------------------
 
+# the one-group kernel samples of every fused optimizer in the table (tests/optim/infos.py)
 CASES = {
-    "gsignsgd": (GeneralizedSignSGD, dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-8)),
-    "gsignsgd_bias_correction_maximize": (
-        GeneralizedSignSGD,
-        dict(lr=1e-2, bias_correction=True, maximize=True, eps=0.0),
-    ),
-    "signum": (Signum, dict(lr=5e-2, momentum=0.5)),
-    "signsgd": (SignSGD, dict(lr=5e-2)),
-    "adam_prox": (AdamProx, dict(lr=5e-2)),
-    "lion": (Lion, dict(lr=5e-2, betas=(0.5, 0.9), maximize=True)),
-    "sgd_clip_nesterov": (SGDClip, dict(lr=0.5, gamma=0.3, nu=0.3, momentum=0.9, nesterov=True)),
-    "sgd_clip_grad": (SGDClipGrad, dict(lr=0.5, gamma=1.0)),
-    "sgd_clip_momentum": (SGDClipMomentum, dict(lr=1.0, gamma=0.5)),
-    "normalized": (NormalizedSGD, dict(lr=0.2, momentum=0.9)),
+    param.id: (info.cls, {**sample.groups[0], **sample.common})
+    for param in samples(fused, kernel=True)
+    for info, sample in [param.values]
 }
 MODES = ("l2", "decoupled", "proximal")
 STEPS = 2
@@ -141,7 +124,7 @@ def gradients(shapes, dtype: torch.dtype, steps: int = STEPS) -> list[list[torch
         sequence.append(
             [
                 (torch.randn(s, generator=g, dtype=torch.float64) * scale).to(dtype)
-                for s, scale in zip(shapes, scales)
+                for s, scale in zip(shapes, scales, strict=True)
             ]
         )
     return sequence
@@ -154,7 +137,7 @@ def run_fused(cls, options, dtype, state_dtype=None):
     assert not params[0].is_contiguous()
     opt = cls(params, fused=True, state_dtype=state_dtype, **options)
     for row in gradients([p.shape for p in params], dtype):
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = grad.to(DEVICE)
         opt.step()
     return params, opt
@@ -170,7 +153,7 @@ def run_reference(cls, options, dtype, state_dtype, scale=1.0):
     params = [torch.nn.Parameter(p.double()) for p in initial_params(dtype)]
     opt = cls(params, fused=False, foreach=False, **options)
     for row in gradients([p.shape for p in params], dtype):
-        for p, grad in zip(params, row):
+        for p, grad in zip(params, row, strict=True):
             p.grad = grad.double()
         opt.step()
         with torch.no_grad():
@@ -189,10 +172,10 @@ def check_against_reference(case, mode, dtype, state_dtype=None):
     fused, fused_opt = run_fused(cls, options, dtype, state_dtype)
     reference, reference_opt = run_reference(cls, options, dtype, stored_state)
     rel = tolerance(dtype, stored_state, STEPS)
-    for a, b in zip(fused, reference):
+    for a, b in zip(fused, reference, strict=True):
         assert a.dtype == dtype
         assert close(a, b, rel), (a, b)
-    for p_f, p_r in zip(fused, reference):
+    for p_f, p_r in zip(fused, reference, strict=True):
         s_f, s_r = fused_opt.state[p_f], reference_opt.state[p_r]
         assert s_f.keys() == s_r.keys()
         for key in s_f:
@@ -201,7 +184,7 @@ def check_against_reference(case, mode, dtype, state_dtype=None):
             assert close(s_f[key], s_r[key], rel), key
     # negative control: a 25% larger step must fail the same check
     perturbed, _ = run_reference(cls, options, dtype, stored_state, scale=1.25)
-    assert not all(close(a, b, rel) for a, b in zip(fused, perturbed))
+    assert not all(close(a, b, rel) for a, b in zip(fused, perturbed, strict=True))
 
 
 @requires_triton
@@ -268,12 +251,12 @@ def test_gsignsgd_kernel_sizes_and_guards(square_gradient, kernels):
     """One launch over 0-d, 1, 17, BLOCK±1, CHUNK+1 and empty tensors, each with its own
     step count (per-tensor bias corrections), against the float64 formulas."""
     x0, g, m0, v0 = (random_tensors(SIZES, seed, positive=seed == 3) for seed in range(4))
-    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0, *v0)])
+    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0, *v0)], strict=True)
     n = len(SIZES)
     x, grads, m, v = (list(views[i * n : (i + 1) * n]) for i in range(4))
     steps = [torch.tensor(float(i), device=DEVICE) for i in range(n)]
     lr, beta1, beta2, eps, wd = 1e-2, 0.8, 0.99, 1e-3, 0.1
-    _fused.gsignsgd(
+    _fused_adam_family(
         x, grads, m, v, steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=wd,
         weight_decay_mode="proximal", bias_correction=True, maximize=True,
         square_gradient=square_gradient,
@@ -298,11 +281,11 @@ def test_gsignsgd_kernel_sizes_and_guards(square_gradient, kernels):
 @requires_triton
 def test_lion_kernel_sizes_and_guards(kernels):
     x0, g, m0 = (random_tensors(SIZES, seed) for seed in range(3))
-    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0)])
+    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *m0)], strict=True)
     n = len(SIZES)
     x, grads, m = (list(views[i * n : (i + 1) * n]) for i in range(3))
     lr, beta1, beta2, wd = 0.1, 0.5, 0.9, 0.3
-    _fused.lion(
+    _fused_lion(
         x, grads, m, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
         weight_decay_mode="decoupled", maximize=False,
     )  # fmt: skip
@@ -323,25 +306,25 @@ def test_lion_kernel_sizes_and_guards(kernels):
 def test_momentum_norms_and_update_sizes_and_guards(nesterov, kernels):
     """Pass 1 (sums, reduction) and pass 2 of the clipped/normalized steps, coupled L2."""
     x0, g, b0 = (random_tensors(SIZES, seed) for seed in range(3))
-    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *b0)])
+    buffers, views = zip(*[guarded(t) for t in (*x0, *g, *b0)], strict=True)
     n = len(SIZES)
     x, grads, b = (list(views[i * n : (i + 1) * n]) for i in range(3))
     mu, wd = 0.9, 0.05
     options = dict(momentum=mu, nesterov=nesterov, weight_decay=wd, weight_decay_mode="l2")
-    norm_d, norm_b = _fused.momentum_norms(x, grads, b, maximize=False, **options)
-    d = [gi.double() + wd * xi.double() for gi, xi in zip(g, x0)]
-    b_t = [mu * bi.double() + di for bi, di in zip(b0, d)]
-    b_tilde = [di + mu * bt for di, bt in zip(d, b_t)] if nesterov else b_t
+    norm_d, norm_b = fused_momentum_norms(x, grads, b, maximize=False, **options)
+    d = [gi.double() + wd * xi.double() for gi, xi in zip(g, x0, strict=True)]
+    b_t = [mu * bi.double() + di for bi, di in zip(b0, d, strict=True)]
+    b_tilde = [di + mu * bt for di, bt in zip(d, b_t, strict=True)] if nesterov else b_t
     expected_d = torch.cat([t.reshape(-1) for t in d]).norm()
     expected_b = torch.cat([t.reshape(-1) for t in b_tilde]).norm()
     rel = tolerance(torch.float32, torch.float32, 1)
     assert close(norm_d, expected_d, rel) and close(norm_b, expected_b, rel)
     assert not close(norm_d, expected_d * 1.001, rel)
     # the reduction is deterministic: the same bits again
-    again = _fused.momentum_norms(x, grads, b, maximize=False, **options)
+    again = fused_momentum_norms(x, grads, b, maximize=False, **options)
     assert torch.equal(torch.stack(again), torch.stack([norm_d, norm_b]))
     lr, w_b, w_d = 0.5, 0.7, 0.2
-    _fused.momentum_step(
+    fused_momentum_update(
         x, grads, b, lr=lr, maximize=False, momentum_weight=w_b, grad_weight=w_d, **options
     )
     for i in range(n):
@@ -361,17 +344,17 @@ def test_many_tensors_of_mixed_sizes_and_dtypes(kernels):
     g = torch.Generator().manual_seed(5)
     sizes = torch.randint(0, 3 * CHUNK + 1, (30,), generator=g).tolist()
     dtypes = [torch.bfloat16 if i % 3 == 0 else torch.float32 for i in range(len(sizes))]
-    x0 = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes)]
-    grads = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes)]
+    x0 = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes, strict=True)]
+    grads = [torch.randn(s, generator=g).to(dt) for s, dt in zip(sizes, dtypes, strict=True)]
     m0 = [torch.randn(s, generator=g) for s in sizes]
-    buffers, x = zip(*[guarded(t) for t in x0])
+    buffers, x = zip(*[guarded(t) for t in x0], strict=True)
     m = [t.clone().to(DEVICE) for t in m0]
     steps = [torch.tensor(float(i % 7), device=DEVICE) for i in range(len(sizes))]
     options = dict(
         lr=1e-2, beta1=0.9, beta2=0.0, eps=1e-3, weight_decay=0.0,
-        weight_decay_mode="decoupled", bias_correction=True, maximize=False,
+        weight_decay_mode="decoupled", bias_correction=True, maximize=False, square_gradient=False,
     )  # fmt: skip
-    _fused.gsignsgd(list(x), [t.to(DEVICE) for t in grads], m, None, steps, **options)
+    _fused_adam_family(list(x), [t.to(DEVICE) for t in grads], m, None, steps, **options)
     for i in range(len(sizes)):
         t = i % 7 + 1
         m_t = 0.9 * m0[i].double() + 0.1 * grads[i].double()
@@ -416,12 +399,12 @@ def test_capturable_tensor_lr_follows_the_schedule(kernels):
         )
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5**t)
         for row in gradients([p.shape for p in params], torch.float64):
-            for p, grad in zip(params, row):
+            for p, grad in zip(params, row, strict=True):
                 p.grad = grad.to(DEVICE)
             opt.step()
             schedule.step()
         trajectories.append(params)
-    for a, b in zip(*trajectories):
+    for a, b in zip(*trajectories, strict=True):
         assert close(a, b, 1e-14)
 
 
@@ -460,8 +443,10 @@ def test_constructors_and_cpu_steps_do_not_import_the_triton_kernels(monkeypatch
     monkeypatch.setitem(sys.modules, "adaptopt.optim._fused.triton_kernels", None)  # blocked
     monkeypatch.setattr(_fused, "TRITON_ON_CPU", False)
     x = torch.nn.Parameter(torch.ones(3))
-    for cls in (GeneralizedSignSGD, Lion, SGDClip):
-        opt = cls([x], fused=True)
+    for info in OPTIMIZER_INFOS:
+        if not info.supports_fused:
+            continue
+        opt = info.cls([x], fused=True)
         x.grad = torch.ones(3)
         opt.step()
     monkeypatch.setattr(_fused, "TRITON_ON_CPU", True)
@@ -526,7 +511,7 @@ def test_cuda_graph_capture_replays_the_step(case, kernels):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up: state and device tables
-            for p, grad in zip(params, rows[0]):
+            for p, grad in zip(params, rows[0], strict=True):
                 p.grad.copy_(grad)
             opt.step()
         torch.cuda.current_stream().wait_stream(stream)
@@ -535,12 +520,12 @@ def test_cuda_graph_capture_replays_the_step(case, kernels):
             with torch.cuda.graph(graph):
                 opt.step()
         for row in rows[1:]:
-            for p, grad in zip(params, row):
+            for p, grad in zip(params, row, strict=True):
                 p.grad.copy_(grad)
             graph.replay() if graphed else opt.step()
         torch.cuda.synchronize()
         results.append([p.detach().cpu() for p in params])
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

@@ -123,7 +123,7 @@ def test_gd_grows_with_M_and_sign_methods_do_not(tmp_path):
     )
     gd = result.counts("GD")
     bounds = [row["theorem2_bound"] for row in result.rows]
-    assert all(count >= bound for count, bound in zip(gd, bounds))
+    assert all(count >= bound for count, bound in zip(gd, bounds, strict=True))
     assert gd[0] < gd[1] < gd[2] and gd[2] >= 5 * gd[0]
     for label in ("clipped GD", "SignSGD", "Signum", "Generalized SignSGD"):
         counts = result.counts(label)

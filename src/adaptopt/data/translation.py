@@ -263,7 +263,9 @@ def load_multi30k(
                 f"multi30k {split}: {len(de)} German lines but {len(en)} English lines"
             )
         tokens[split] = [
-            (s, t) for s, t in zip(de, en) if 0 < len(s) <= max_len and 0 < len(t) <= max_len
+            (s, t)
+            for s, t in zip(de, en, strict=True)
+            if 0 < len(s) <= max_len and 0 < len(t) <= max_len
         ]
     de_words = frequent_words((s for s, _ in tokens["train"]), min_freq)
     en_words = frequent_words((t for _, t in tokens["train"]), min_freq)

@@ -174,7 +174,7 @@ def table1(runs: Sequence[Run]) -> list[Block]:
         ]
         means = [m for _, m in cells if not math.isnan(m)]
         best = (max if higher else min)(means) if means else None
-        for row, (text, mean) in zip(rows, cells):
+        for row, (text, mean) in zip(rows, cells, strict=True):
             row.append(f"**{text}**" if mean == best else text)
     seeds = sorted({len(s.runs) for s in settings})
     caption = (
@@ -197,7 +197,7 @@ def _budget(setting: Setting) -> str:
 def _band(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
     """x common to all seeds, mean, and the 95% t-interval half-width pointwise."""
     xs = sorted(set.intersection(*(set(x.tolist()) for x, _ in series)))
-    ys = np.array([[dict(zip(x.tolist(), y))[v] for v in xs] for x, y in series])
+    ys = np.array([[dict(zip(x.tolist(), y, strict=True))[v] for v in xs] for x, y in series])
     return np.array(xs), *t_interval(ys)
 
 
@@ -211,7 +211,11 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
 def _series(run: Run, key: str, per: str) -> tuple[np.ndarray, np.ndarray]:
     rows = run.epochs if per == "epoch" else [r for r in run.rows if r.get("kind") != "epoch"]
     pairs = [(r[per], r[key]) for r in rows if key in r]
-    x, y = (np.array(v, dtype=np.float64) for v in zip(*pairs)) if pairs else (np.empty(0),) * 2
+    x, y = (
+        (np.array(v, dtype=np.float64) for v in zip(*pairs, strict=True))
+        if pairs
+        else (np.empty(0),) * 2
+    )
     return x, y
 
 
@@ -243,7 +247,7 @@ def curves(runs: Sequence[Run], out_dir: Path) -> list[Block]:
             continue
         fig = Figure(figsize=(5 * len(panels), 4), layout="constrained")
         for ax, ((key, per, ylabel), lines) in zip(
-            fig.subplots(1, len(panels), squeeze=False)[0], panels.items()
+            fig.subplots(1, len(panels), squeeze=False)[0], panels.items(), strict=True
         ):
             log_scale = key != metric or not mine[0].higher_is_better  # losses, perplexity
             for label, x, mean, half in lines:

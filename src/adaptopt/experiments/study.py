@@ -150,7 +150,7 @@ class Arm:
     def points(self) -> list[dict[str, Any]]:
         """Hyperparameters of every grid point (one point, the fixed ones, without a grid)."""
         return [
-            self.fixed | dict(zip(self.grid, values))
+            self.fixed | dict(zip(self.grid, values, strict=True))
             for values in itertools.product(*self.grid.values())
         ]
 

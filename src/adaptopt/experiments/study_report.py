@@ -184,7 +184,7 @@ def _table(study: Study, test_runs: dict[tuple[str, str], list[Run]], out: Path)
         if finite_means:
             best = (max if higher else min)(finite_means)
             col = 3 + keys.index(f"test_{metric}")
-            for row, m in zip(rows, means):
+            for row, m in zip(rows, means, strict=True):
                 if m == best:
                     row[col] = f"**{row[col]}**"
         header = ["arm", "chosen setting", "finished/seeds"] + [k.replace("_", " ") for k in keys]
@@ -513,13 +513,13 @@ def _depth(study: Study, test_runs: dict[tuple[str, str], list[Run]], out: Path)
                 values[key] = t_interval([r.final.get(key, math.nan) for r in rs])
                 csv_rows.append([arm.label, depth, key, len(rs), *values[key]])
             points.append((depth, values))
-        for ax, key in zip(axes, (f"test_{metric}", "train_loss")):
+        for ax, key in zip(axes, (f"test_{metric}", "train_loss"), strict=True):
             if points:
                 x = [d for d, _ in points]
                 mean = np.array([v[key][0] for _, v in points], dtype=float)
                 half = np.nan_to_num(np.array([v[key][1] for _, v in points], dtype=float))
                 ax.errorbar(x, mean, yerr=half, marker="o", capsize=3, label=arm.label)
-    for ax, ylabel in zip(axes, (f"test {metric}", "final training loss")):
+    for ax, ylabel in zip(axes, (f"test {metric}", "final training loss"), strict=True):
         ax.set(xlabel="ResNet depth (no BatchNorm)", ylabel=ylabel)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")

@@ -85,7 +85,7 @@ def expand(spec: dict[str, Any]) -> list[TrainConfig]:
             for k, v in table.get("grid", {}).items()
         }
         for point in itertools.product(*grid.values()):
-            hparams = fixed | dict(zip(grid, point))
+            hparams = fixed | dict(zip(grid, point, strict=True))
             configs += [
                 TrainConfig(
                     task=spec["task"],

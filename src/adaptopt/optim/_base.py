@@ -1,19 +1,25 @@
-"""Shared machinery of the adaptopt optimizers: validation, gradient gathering, global norms.
+r"""Shared machinery of the adaptopt optimizers: validation, dispatch, global norms, presets.
 
-Every optimizer here is a :class:`BaseOptimizer`. One ``step`` does, for all param groups:
+Every optimizer here is a :class:`BaseOptimizer` shell over a functional core, in the style of
+``torch/optim/adam.py``: each family module defines ``_single_tensor_<rule>`` (the readable
+reference, one parameter at a time, named after SPEC.md's equations),
+``_multi_tensor_<rule>`` (the same function with ``torch._foreach_*`` kernels) and, with
+``supports_fused``, ``_fused_<rule>`` (one pass over memory per tensor,
+``adaptopt.optim._fused``). All three take the same arguments; :func:`implementation` is the
+one place that chooses among them for a param group.
 
-1. gather the parameters that have a gradient (sparse → error, ``maximize`` → −g, coupled
-   ``"l2"`` decay → g + λx);
-2. ``_prepare``: update the state and name the tensors whose *global* L2 norm (over every
-   parameter of every group, SPEC.md notation) the direction needs (clipping, normalization);
-3. ``_direction``: the update direction u_t of each group, given those norms;
-4. ``apply_update``: x ← x − η u_t with the group's weight-decay mode (``_weight_decay.py``).
+One ``step``:
 
-Each optimizer implements steps 2–3 twice: a readable single-tensor reference and a
-multi-tensor (``foreach``) path that must compute the same function. Optimizers with
-``supports_fused`` have a third path, ``fused=True`` (``adaptopt.optim._fused``): steps 1–4 in
-one pass over memory per tensor (plus one read-only pass for global norms), dispatched from
-:meth:`BaseOptimizer._fused_step`.
+1. :meth:`BaseOptimizer._gather`: the parameters that have a gradient and their raw gradients
+   (sparse or complex → error, before anything changes);
+2. :meth:`BaseOptimizer._update_groups`: by default :meth:`BaseOptimizer._update` per group,
+   which calls the group's implementation. Every implementation forms
+   :math:`d = s\,g + \lambda_2 x` and applies the decay with ``_weight_decay.py``. Besides
+   the hyperparameters, the shell hands it the group's ``rounding``
+   (``_rounding.GroupRounding``, entered for the step: it writes the random stream back to
+   the group) and ``cache`` (the group's native plans, :meth:`BaseOptimizer._fused_cache`).
+   The global-norm family (``_momentum.py``) overrides it with two phases: its terms per
+   group, their global L2 norms over every group, then the weighted updates.
 
 State tensors have the dtype ``state_dtype`` (default: the parameter dtype, float32 for
 bf16/fp16 parameters) in every path. Step counters (``state["step"]``) are float64 0-d tensors
@@ -26,7 +32,7 @@ proximal decay together) and rounds it once into the parameter, to nearest by de
 stochastically with ``stochastic_rounding=True`` (a group option of every optimizer; seed,
 random stream and its checkpointing: ``_rounding.py``). The fused kernels already compute in
 float32; for a rounded group they run on float32 copies of its bf16/fp16 parameters
-(``_rounding.lifted``), rounded afterwards with the same function as the other paths.
+(``_rounding.lifted_fused``), rounded afterwards with the same function as the other paths.
 float32/float64 parameters ignore the option.
 
 Sharded parameters (DTensor: FSDP2's ``fully_shard``, ``distribute_tensor``) take the non-fused
@@ -39,16 +45,17 @@ through ``torch.distributed.checkpoint`` (resharding included).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import operator
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 from adaptopt.optim import _fused, _rounding
-from adaptopt.optim._weight_decay import WEIGHT_DECAY_MODES, apply_update, couple_weight_decay
+from adaptopt.optim._weight_decay import WEIGHT_DECAY_MODES
 
 Closure = Callable[[], Tensor]
 
@@ -99,7 +106,7 @@ def global_norm(tensors: list[Tensor], foreach: bool) -> Tensor:
     local = [_local(t) for t in tensors]
     norms = torch._foreach_norm(local) if foreach else [torch.linalg.vector_norm(t) for t in local]
     squares = [n.to(_accumulation_dtype(n.dtype)).square() for n in norms]
-    return mesh_sum(list(zip(tensors, squares))).sqrt()
+    return mesh_sum(list(zip(tensors, squares, strict=True))).sqrt()
 
 
 def global_dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
@@ -114,7 +121,7 @@ def global_dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     if not xs:
         return torch.zeros(())
     pairs = []
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         x, y = _settle_partial(x), _settle_partial(y)
         if _is_dtensor(x) != _is_dtensor(y) or (
             _is_dtensor(x) and _mesh_and_placements(x) != _mesh_and_placements(y)
@@ -269,20 +276,52 @@ def step_counter(value: Tensor | float | int, device: torch.device | str | None)
     return torch.as_tensor(value).to(device=device, dtype=STEP_DTYPE, copy=True).reshape(())
 
 
+def check_real(p: Tensor, grad: Tensor | None = None) -> None:
+    """The one error for complex numbers, raised before anything is changed.
+
+    The update rules of SPEC.md are defined for real coordinates (sign, elementwise squares,
+    norms); a complex parameter, or a complex gradient of a real one, is refused.
+    """
+    for role, t in (("parameter", p), ("gradient", grad)):
+        if t is not None and t.is_complex():
+            raise ValueError(
+                f"complex {role}s are unsupported (got a {role} of dtype {t.dtype}, shape "
+                f"{tuple(t.shape)}): the adaptopt optimizers update real tensors only; "
+                "optimize torch.view_as_real(parameter) instead"
+            )
+
+
+def implementation(
+    group: dict[str, Any],
+    single_tensor: Callable[..., Any],
+    multi_tensor: Callable[..., Any],
+    fused: Callable[..., Any] | None = None,
+) -> Callable[..., Any]:
+    """The implementation of a family's rule that ``group`` runs: ``fused`` when the group's
+    ``fused`` is set, ``multi_tensor`` when its ``foreach`` is, else ``single_tensor``.
+
+    The one place where the choice is made; ``add_param_group`` resolved ``None`` to a value.
+    """
+    if group["fused"]:
+        if fused is None:
+            raise ValueError("Invalid fused: this optimizer has no fused step")
+        return fused
+    return multi_tensor if group["foreach"] else single_tensor
+
+
 # Group entries that choose how a step is computed, not what it computes: they stay the
 # loading optimizer's own in ``load_state_dict``.
 IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable", "state_dtype")
 
 
 class BaseOptimizer(torch.optim.Optimizer):
-    """Base class: shared validation and the four-phase ``step`` described in the module doc.
+    """Base class: shared validation and the ``step`` described in the module doc.
 
     Subclasses set ``defaults`` (every group has ``lr``, ``weight_decay``,
     ``weight_decay_mode``, ``maximize``, ``foreach``, ``fused``, ``capturable``,
-    ``state_dtype``, ``stochastic_rounding`` and ``stochastic_rounding_seed``), implement
-    :meth:`_validate_group`, :meth:`_direction` and, if they need global norms,
-    :meth:`_prepare`; with ``supports_fused`` also :meth:`_fused_step` (and the fused branch
-    of :meth:`_prepare`).
+    ``state_dtype``, ``stochastic_rounding`` and ``stochastic_rounding_seed``) and implement
+    :meth:`_validate_group` and :meth:`_update` (or :meth:`_update_groups`, when the groups
+    share global norms). Presets of a subclass are declared with :func:`preset`.
     """
 
     supports_fused = False
@@ -300,9 +339,15 @@ class BaseOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _rounding.check_options(group, len(self.param_groups) - 1)
-        self._validate_common(group)
-        self._validate_group(group)
+        try:
+            for p in group["params"]:
+                check_real(p)
+            _rounding.check_options(group, len(self.param_groups) - 1)
+            self._validate_common(group)
+            self._validate_group(group)
+        except ValueError:
+            self.param_groups.pop()  # an invalid group is not added
+            raise
         if not hasattr(self, "_fused_requested"):
             self._fused_requested: list[bool] = []
         self._fused_requested.append(bool(group["fused"]))  # True: the user asked for it
@@ -405,14 +450,14 @@ class BaseOptimizer(torch.optim.Optimizer):
         self.__dict__.pop("_fused_caches", None)  # plans over the state being replaced
         super().load_state_dict(state_dict)
         saved_groups = state_dict["param_groups"]
-        for group, implementation, saved_group, options in zip(
-            self.param_groups, own, saved_groups, rounding
+        for group, choices, saved_group, options in zip(
+            self.param_groups, own, saved_groups, rounding, strict=True
         ):
-            group.update(implementation)
+            group.update(choices)
             for key, value in options.items():
                 group.setdefault(key, value)
             group.setdefault(_rounding.RNG_KEY, {})
-            for p, saved_id in zip(group["params"], saved_group["params"]):
+            for p, saved_id in zip(group["params"], saved_group["params"], strict=True):
                 self._restore_state(group, p, state_dict["state"].get(saved_id, {}))
 
     def _restore_state(self, group: dict[str, Any], p: Tensor, saved: dict[str, Any]) -> None:
@@ -438,53 +483,29 @@ class BaseOptimizer(torch.optim.Optimizer):
 
     # -- the step ---------------------------------------------------------------------------
     def _gather(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-        """Parameters with a gradient and their (maximize-signed, l2-coupled) gradients.
+        """Parameters with a gradient and their raw gradients: the implementations apply the
+        ``maximize`` sign and the coupled decay (``_weight_decay.descent_gradients``).
 
-        The fused step gets the raw gradients: its kernels apply the sign and the coupling.
+        Sparse and complex gradients (and complex parameters) raise here, before any state
+        or parameter of any group changes.
         """
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        if group["fused"]:
-            return params, [p.grad for p in params]
-        grads = [-p.grad if group["maximize"] else p.grad for p in params]
-        grads = couple_weight_decay(
-            grads, params, group["weight_decay"], group["weight_decay_mode"], group["foreach"]
-        )
-        return params, grads
+            check_real(p, p.grad)
+        return params, [p.grad for p in params]
 
-    def _prepare(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
-    ) -> dict[str, list[Tensor]]:
-        """Update state; return named tensor lists whose global norms ``_direction`` needs."""
-        return {}
-
-    def _direction(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> list[Tensor]:
-        """The update direction u_t of each parameter (x ← x − η u_t before decay).
-
-        ``prepared`` is what ``_prepare`` returned for this group; ``norms[name]`` is the
-        global norm of ``name`` over every group.
-        """
+    def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        """One group's step (``params`` have gradients ``grads``, raw): call the group's
+        implementation (:func:`implementation`)."""
         raise NotImplementedError
 
-    def _fused_step(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> None:
-        """Steps 2–4 for a ``fused`` group in one pass per tensor (raw gradients)."""
-        raise NotImplementedError
+    def _update_groups(self, work: list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]) -> None:
+        """The step of every group with gradients; one group at a time unless the rule couples
+        the groups (global norms: ``_momentum.GlobalNormSGD``)."""
+        for group, params, grads in work:
+            self._update(group, params, grads)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
@@ -496,53 +517,8 @@ class BaseOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self._check_fused_groups()
         work = [(group, *self._gather(group)) for group in self.param_groups]
-        work = [(group, params, grads) for group, params, grads in work if params]
-        prepared = [self._prepare(group, params, grads) for group, params, grads in work]
-        to_norm: dict[str, list[Tensor]] = {}
-        for named in prepared:
-            for name, tensors in named.items():
-                to_norm.setdefault(name, []).extend(tensors)
-        foreach = any(group["foreach"] for group, _, _ in work)
-        norms = {name: global_norm(tensors, foreach) for name, tensors in to_norm.items()}
-        for (group, params, grads), named in zip(work, prepared):
-            if group["fused"]:
-                self._rounded_fused_step(group, params, grads, named, norms)
-                continue
-            updates = self._direction(group, params, grads, named, norms)
-            self._apply_update(group, params, updates, group["lr"])
+        self._update_groups([(group, params, grads) for group, params, grads in work if params])
         return loss
-
-    def _apply_update(
-        self, group: dict[str, Any], params: list[Tensor], updates: list[Tensor], lr: Any
-    ) -> None:
-        """``apply_update`` with the group's decay and rounding (``_weight_decay.py``)."""
-        with _rounding.GroupRounding(group) as rounding:
-            apply_update(
-                params,
-                updates,
-                lr,
-                group["weight_decay"],
-                group["weight_decay_mode"],
-                group["foreach"],
-                rounding,
-            )
-
-    def _rounded_fused_step(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> None:
-        """:meth:`_fused_step`; with stochastic rounding, on float32 copies of the bf16/fp16
-        parameters (the kernels round to nearest when they store), then rounded."""
-        if not group[_rounding.ENABLE_KEY] or not any(map(_rounding.is_low_precision, params)):
-            self._fused_step(group, params, grads, prepared, norms)
-            return
-        wide = [g.float() if _rounding.is_low_precision(p) else g for p, g in zip(params, grads)]
-        with _rounding.GroupRounding(group) as rounding, _rounding.lifted(params, rounding):
-            self._fused_step(group, params, wide, prepared, norms)
 
 
 def safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -560,3 +536,72 @@ def foreach_safe_div(numerators: list[Tensor], denominators: list[Tensor]) -> li
     torch._foreach_neg_(fill)
     torch._foreach_add_(fill, 1.0)
     return list(torch._foreach_div(numerators, torch._foreach_add(denominators, fill)))
+
+
+OptimizerType = TypeVar("OptimizerType", bound=type[BaseOptimizer])
+
+
+def preset(
+    *,
+    fixed: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+    replaced: tuple[str, ...] = (),
+    added: Mapping[str, Any] | None = None,
+) -> Callable[[OptimizerType], OptimizerType]:
+    """Class decorator: a preset of the parent optimizer, without repeating its signature.
+
+    The preset's constructor takes the parent constructor's parameters minus ``fixed`` (whose
+    values it always uses) and minus ``replaced`` (not used at all), with the new
+    ``defaults``, plus the ``added`` parameters (name → default, placed where the first
+    removed parameter stood): hyperparameters of the preset's own, read by its overridden
+    hooks in place of the ``replaced`` ones. Its groups hold the parent's hyperparameters
+    with ``fixed`` values, minus ``replaced``, plus ``added``. ``inspect.signature``, ``help()``
+    and :func:`adaptopt.optim.hyperparameters` show the resulting parameters.
+
+    The parent constructor must only collect its arguments into the group defaults (as every
+    family constructor here does): the preset calls ``BaseOptimizer.__init__`` with them.
+    """
+    defaults, added = dict(defaults or {}), dict(added or {})
+
+    def decorate(cls: OptimizerType) -> OptimizerType:
+        parent = cls.__mro__[1]
+        parent_signature = inspect.signature(vars(parent)["__init__"])
+        removed = {*fixed, *replaced}
+        unknown = (removed | set(defaults)) - set(parent_signature.parameters)
+        if unknown or not fixed:
+            raise TypeError(f"preset {cls.__name__}: {parent.__name__} has no {sorted(unknown)}")
+        parameters: list[inspect.Parameter] = []
+        placed = False
+        for name, parameter in parent_signature.parameters.items():
+            if name not in removed:
+                if name in defaults:
+                    parameter = parameter.replace(default=defaults[name])
+                parameters.append(parameter)
+            elif not placed:  # the preset's own parameters take the first fixed one's place
+                kind, placed = parameter.kind, True
+                parameters.extend(
+                    inspect.Parameter(n, kind, default=v, annotation=type(v).__name__)
+                    for n, v in added.items()
+                )
+        signature = parent_signature.replace(parameters=parameters)
+        # a preset of a preset also fixes what its parent fixed
+        all_fixed = {**parent.__dict__.get("preset_fixed", {}), **fixed}
+
+        def __init__(self: BaseOptimizer, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            hyperparameters = {k: v for k, v in bound.arguments.items() if k != "self"}
+            params = hyperparameters.pop("params")
+            BaseOptimizer.__init__(self, params, {**hyperparameters, **all_fixed})
+
+        __init__.__signature__ = signature  # type: ignore[attr-defined]
+        __init__.__module__ = cls.__module__
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+        fixed_text = ", ".join(f"{k}={v!r}" for k, v in all_fixed.items())
+        __init__.__doc__ = f"{parent.__name__} with {fixed_text}; see {cls.__name__}."
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        cls.preset_of = parent  # type: ignore[attr-defined]
+        cls.preset_fixed = all_fixed  # type: ignore[attr-defined]
+        return cls
+
+    return decorate

@@ -26,11 +26,12 @@ pickling carry it: a resumed run draws the same bits as an uninterrupted one. On
 stream is CUDA's Philox generator, on CPU torch's Mersenne twister: the same seed gives
 different bits on different devices, each reproducible.
 
-**Paths.** The single-tensor and ``foreach`` steps round in ``_weight_decay.apply_update``. The
-fused step and torch's optimizers (:func:`with_stochastic_rounding`) run on float32 copies of
-the group's bf16/fp16 parameters and gradients (:func:`lifted`: a transient 4 + 4 bytes per
-such element), rounded afterwards by the same :meth:`GroupRounding.store_`, so every path
-draws the same bits for the same float32 values. DTensor parameters are rounded shard by
+**Paths.** The single-tensor and ``foreach`` cores round in ``_weight_decay.apply_update``
+(the optimizer shells hand every core the group's :class:`GroupRounding`). The fused cores
+(:func:`lifted_fused`) and torch's optimizers (:func:`with_stochastic_rounding`) run on float32
+copies of the group's bf16/fp16 parameters and gradients (:func:`lifted`: a transient 4 + 4
+bytes per such element), rounded afterwards by the same :meth:`GroupRounding.store_`, so
+every path draws the same bits for the same float32 values. DTensor parameters are rounded shard by
 shard; ``capturable=True`` refuses the option (a CUDA graph would replay the same bits);
 ``torch.compile(opt.step)`` breaks its graph around the generator (not one graph).
 """
@@ -189,6 +190,26 @@ def lifted(params: list[Tensor], rounding: GroupRounding) -> Iterator[None]:
         rounding.store_(p, value)
 
 
+@contextlib.contextmanager
+def lifted_fused(
+    params: list[Tensor], grads: list[Tensor], rounding: GroupRounding | None
+) -> Iterator[list[Tensor]]:
+    """The fused step of a group: yields the gradients its kernels get.
+
+    With stochastic ``rounding`` and bf16/fp16 parameters among ``params``, the block runs on
+    float32 copies of those parameters (:func:`lifted`) and gets float32 copies of their
+    gradients (the kernels read gradients in the parameter dtype); the float32 result is
+    rounded on exit. Otherwise nothing is lifted and ``grads`` are yielded as they are: the
+    kernels compute in float32 and round to nearest when they store.
+    """
+    if rounding is None or not rounding.stochastic or not any(map(is_low_precision, params)):
+        yield grads
+        return
+    wide = [g.float() if is_low_precision(p) else g for p, g in zip(params, grads, strict=True)]
+    with lifted(params, rounding):
+        yield wide
+
+
 def with_stochastic_rounding(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     """A subclass of a ``torch.optim`` optimizer with the ``stochastic_rounding`` and
     ``stochastic_rounding_seed`` keywords of adaptopt's optimizers.
@@ -271,7 +292,9 @@ def with_stochastic_rounding(cls: type[torch.optim.Optimizer]) -> type[torch.opt
             the float32 state of rounded groups stays float32."""
             own = [{key: g[key] for key in (ENABLE_KEY, SEED_KEY)} for g in self.param_groups]
             saved = state_dict["param_groups"]
-            rounded = [g for g, s in zip(self.param_groups, saved) if s.get(ENABLE_KEY)]
+            rounded = [
+                g for g, s in zip(self.param_groups, saved, strict=True) if s.get(ENABLE_KEY)
+            ]
             with contextlib.ExitStack() as stack:
                 for group in rounded:
                     originals = [(p, p.data) for p in group["params"] if is_low_precision(p)]
@@ -279,7 +302,7 @@ def with_stochastic_rounding(cls: type[torch.optim.Optimizer]) -> type[torch.opt
                         p.data = data.float()
                         stack.callback(setattr, p, "data", data)
                 super().load_state_dict(state_dict)
-            for group, defaults in zip(self.param_groups, own):
+            for group, defaults in zip(self.param_groups, own, strict=True):
                 for key, value in defaults.items():
                     group.setdefault(key, value)
                 group.setdefault(RNG_KEY, {})

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
+from adaptopt.optim._adam_family import AdamFamily
 from adaptopt.optim._weight_decay import WeightDecayMode
-from adaptopt.optim.gsignsgd import GeneralizedSignSGD
 
 
-class AdamProx(GeneralizedSignSGD):
+class AdamProx(AdamFamily):
     r"""Adam (Kingma & Ba 2015) with selectable weight decay, proximal by default.
 
     .. math::
@@ -23,11 +23,16 @@ class AdamProx(GeneralizedSignSGD):
 
     ``weight_decay_mode="l2"`` is ``torch.optim.Adam``, ``"decoupled"`` is ``torch.optim.AdamW``
     and ``"proximal"`` (default) is the exact proximal step of :math:`\tfrac{\lambda}{2}\|x\|^2`
-    that AdamW approximates to :math:`O(\eta^2)`. Shares Generalized SignSGD's machinery, with
-    :math:`g_t^2` instead of :math:`m_t^2` in the second moment.
+    that AdamW approximates to :math:`O(\eta^2)`. Shares the Adam-family core
+    (``_adam_family.py``) with Generalized SignSGD, with :math:`g_t^2` instead of
+    :math:`m_t^2` in the second moment. ``fused``, ``capturable``, ``state_dtype``: see
+    :class:`~adaptopt.optim.GeneralizedSignSGD`.
+
+    State per parameter: ``step``, ``exp_avg`` (m) and, if :math:`\beta_2 > 0`,
+    ``exp_avg_sq`` (v).
     """
 
-    _square_gradient = True
+    second_moment = "gradient"
 
     def __init__(
         self,
@@ -46,8 +51,7 @@ class AdamProx(GeneralizedSignSGD):
         stochastic_rounding: bool = False,
         stochastic_rounding_seed: int | None = None,
     ) -> None:
-        super().__init__(
-            params,
+        defaults = dict(
             lr=lr,
             betas=betas,
             eps=eps,
@@ -62,3 +66,4 @@ class AdamProx(GeneralizedSignSGD):
             stochastic_rounding=stochastic_rounding,
             stochastic_rounding_seed=stochastic_rounding_seed,
         )
+        super().__init__(params, defaults)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim._base import check_nonnegative, check_positive
+from adaptopt.optim._base import check_nonnegative, check_positive, preset
 from adaptopt.optim._momentum import GlobalNormSGD
 from adaptopt.optim._weight_decay import WeightDecayMode
 
@@ -102,80 +102,13 @@ class SGDClip(GlobalNormSGD):
         }
 
 
+@preset(fixed=dict(momentum=0.0, nu=0.0, nesterov=False))
 class SGDClipGrad(SGDClip):
     r"""Clipped SGD (Zhang et al. 2020, :math:`\nu = 0`):
     :math:`x_{t+1} = x_t - \min(\eta, \gamma/\|g_t\|)\, g_t`."""
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 0.1,
-        gamma: float = 1.0,
-        weight_decay: float = 0.0,
-        weight_decay_mode: WeightDecayMode = "l2",
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        state_dtype: torch.dtype | None = None,
-        stochastic_rounding: bool = False,
-        stochastic_rounding_seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            gamma=gamma,
-            momentum=0.0,
-            nu=0.0,
-            weight_decay=weight_decay,
-            weight_decay_mode=weight_decay_mode,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            stochastic_rounding_seed=stochastic_rounding_seed,
-        )
 
-
+@preset(fixed=dict(nu=1.0))
 class SGDClipMomentum(SGDClip):
     r"""SGD with clipped momentum (Zhang et al. 2020, :math:`\nu = 1`):
     :math:`x_{t+1} = x_t - \min(\eta, \gamma/\|b_t\|)\, b_t`."""
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 0.1,
-        gamma: float = 1.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        weight_decay_mode: WeightDecayMode = "l2",
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        state_dtype: torch.dtype | None = None,
-        stochastic_rounding: bool = False,
-        stochastic_rounding_seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            gamma=gamma,
-            momentum=momentum,
-            nu=1.0,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            weight_decay_mode=weight_decay_mode,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            stochastic_rounding_seed=stochastic_rounding_seed,
-        )

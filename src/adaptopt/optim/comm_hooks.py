@@ -168,7 +168,7 @@ class SignCompressionState:
             _all_gather(out, flat, self.process_group).wait()
         rows = out.view(world, -1)
         buffers, offset = {}, 0
-        for n, t in zip(names, local):
+        for n, t in zip(names, local, strict=True):
             shape = (world, *self.buffers[n].shape)
             buffers[n] = rows[:, offset : offset + t.numel()].reshape(shape).cpu().clone()
             offset += t.numel()
@@ -202,23 +202,23 @@ class SignCompressionState:
         and for ``"ef-sign"`` the little-endian float32 scales, as uint8) and the signs sent
         (±1 float32) concatenated over the bucket."""
         names = [self.name(p) for p in params]
-        bufs = [self._buffer(n, g) for n, g in zip(names, grads)]
+        bufs = [self._buffer(n, g) for n, g in zip(names, grads, strict=True)]
         if self.mode == "sign-mv":
             if self.momentum:
-                for m, g in zip(bufs, grads):  # m = β m + (1 − β) g
+                for m, g in zip(bufs, grads, strict=True):  # m = β m + (1 − β) g
                     m.mul_(self.momentum).add_(g.to(torch.float32), alpha=1 - self.momentum)
                 values = torch.cat([m.reshape(-1) for m in bufs])
             else:
                 values = torch.cat([g.reshape(-1).to(torch.float32) for g in grads])
             bits = sign_bits(values, self.rank)
             return pack_bits(bits), None
-        ps = [g.to(torch.float32) + e for g, e in zip(grads, bufs)]  # p = g + e
+        ps = [g.to(torch.float32) + e for g, e in zip(grads, bufs, strict=True)]  # p = g + e
         values = torch.cat([p.reshape(-1) for p in ps])
         bits = sign_bits(values, self.rank)
         signs = bits.to(torch.float32) * 2 - 1
         scales = torch.stack([p.abs().sum() / p.numel() for p in ps])  # ‖p‖₁ / d per tensor
         offset = 0
-        for p, e, scale in zip(ps, bufs, scales):  # e = p − scale · sign
+        for p, e, scale in zip(ps, bufs, scales, strict=True):  # e = p − scale · sign
             s = signs[offset : offset + p.numel()].view_as(p)
             torch.sub(p, s * scale, out=e)
             offset += p.numel()

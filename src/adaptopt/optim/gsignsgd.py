@@ -9,22 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from adaptopt.optim import _fused
-from adaptopt.optim._base import (
-    BaseOptimizer,
-    check_betas,
-    check_nonnegative,
-    check_unit_interval,
-    foreach_safe_div,
-    safe_div,
-    step_counter,
-)
+from adaptopt.optim._adam_family import AdamFamily
+from adaptopt.optim._base import check_unit_interval, preset
 from adaptopt.optim._weight_decay import WeightDecayMode
 
 
-class GeneralizedSignSGD(BaseOptimizer):
+class GeneralizedSignSGD(AdamFamily):
     r"""Generalized SignSGD: Adam's shape with the *momentum* squared in the second moment.
 
     .. math::
@@ -70,9 +61,8 @@ class GeneralizedSignSGD(BaseOptimizer):
     count up to 2^53 steps), ``exp_avg`` (m) and, if :math:`\beta_2 > 0`, ``exp_avg_sq`` (v).
     """
 
-    # v accumulates m_t^2 here; Adam (``AdamProx``) accumulates g_t^2 with the same machinery.
-    _square_gradient = False
-    supports_fused = True
+    # v accumulates m_t^2 here; Adam (``AdamProx``) accumulates g_t^2 (``_adam_family.py``).
+    second_moment = "momentum"
 
     def __init__(
         self,
@@ -109,140 +99,13 @@ class GeneralizedSignSGD(BaseOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
-        return group["betas"]
 
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_betas(self._betas(group))
-        check_nonnegative("eps", group["eps"])
-
-    def _state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
-        """The state of ``p``; the fused step keeps ``step`` (float64, exact to 2^53 steps) on
-        the parameter device."""
-        state = self.state[p]
-        if not state:
-            state["step"] = step_counter(0, p.device if group["fused"] else "cpu")
-            state["exp_avg"] = self._zeros(group, p)
-        if self._betas(group)[1] > 0 and "exp_avg_sq" not in state:
-            state["exp_avg_sq"] = self._zeros(group, p)
-        return state
-
-    def _direction(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> list[Tensor]:
-        betas = self._betas(group)
-        states = [self._state(group, p) for p in params]
-        impl = _multi_tensor_direction if group["foreach"] else _single_tensor_direction
-        return impl(
-            states, grads, betas, group["eps"], group["bias_correction"], self._square_gradient
-        )
-
-    def _fused_step(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        prepared: dict[str, list[Tensor]],
-        norms: dict[str, Tensor],
-    ) -> None:
-        beta1, beta2 = self._betas(group)
-        states = [self._state(group, p) for p in params]
-        _fused.gsignsgd(
-            params,
-            grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states] if beta2 > 0 else None,
-            [s["step"] for s in states],
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            eps=group["eps"],
-            weight_decay=group["weight_decay"],
-            weight_decay_mode=group["weight_decay_mode"],
-            bias_correction=group["bias_correction"],
-            maximize=group["maximize"],
-            square_gradient=self._square_gradient,
-            cache=self._fused_cache(group),
-        )
-
-
-def _single_tensor_direction(
-    states: list[dict[str, Any]],
-    grads: list[Tensor],
-    betas: tuple[float, float],
-    eps: float,
-    bias_correction: bool,
-    square_gradient: bool,
-) -> list[Tensor]:
-    """Reference: one parameter at a time, following Algorithm 1 line by line."""
-    beta1, beta2 = betas
-    updates = []
-    for state, g in zip(states, grads):
-        state["step"] += 1
-        t = state["step"].item()
-        exp_avg = state["exp_avg"]
-        exp_avg.mul_(beta1).add_(g, alpha=1 - beta1)
-        m_hat = exp_avg / (1 - beta1**t) if bias_correction else exp_avg
-        squared = g if square_gradient else exp_avg
-        if beta2 > 0:
-            exp_avg_sq = state["exp_avg_sq"]
-            exp_avg_sq.mul_(beta2).addcmul_(squared, squared, value=1 - beta2)
-            v_hat = exp_avg_sq / (1 - beta2**t) if bias_correction else exp_avg_sq
-            denom = v_hat.sqrt()
-        else:
-            denom = squared.abs()  # sqrt(v_t) = |m_t|, without the round trip through m_t^2
-        updates.append(safe_div(m_hat, denom.add_(eps)))
-    return updates
-
-
-def _multi_tensor_direction(
-    states: list[dict[str, Any]],
-    grads: list[Tensor],
-    betas: tuple[float, float],
-    eps: float,
-    bias_correction: bool,
-    square_gradient: bool,
-) -> list[Tensor]:
-    """The same function with ``torch._foreach_*`` kernels over the whole group."""
-    beta1, beta2 = betas
-    steps = [s["step"] for s in states]
-    exp_avgs = [s["exp_avg"] for s in states]
-    torch._foreach_add_(steps, 1)
-    torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
-    if bias_correction:
-        # eagerly the corrections are Python floats (as in the reference); under torch.compile
-        # 0-d tensors in the state's precision, so that the graph does not break on .item()
-        if torch.compiler.is_compiling():
-            dtypes = [torch.promote_types(m.dtype, torch.float32) for m in exp_avgs]
-            ts = [s.to(dtype) for s, dtype in zip(steps, dtypes)]
-        else:
-            ts = [s.item() for s in steps]
-    m_hat = (
-        torch._foreach_div(exp_avgs, [1 - beta1**t for t in ts]) if bias_correction else exp_avgs
-    )
-    squared = grads if square_gradient else exp_avgs
-    if beta2 > 0:
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        torch._foreach_mul_(exp_avg_sqs, beta2)
-        torch._foreach_addcmul_(exp_avg_sqs, squared, squared, value=1 - beta2)
-        v_hat = (
-            torch._foreach_div(exp_avg_sqs, [1 - beta2**t for t in ts])
-            if bias_correction
-            else exp_avg_sqs
-        )
-        denom = torch._foreach_sqrt(v_hat)
-    else:
-        denom = torch._foreach_abs(squared)
-    torch._foreach_add_(denom, eps)
-    return foreach_safe_div(list(m_hat), list(denom))
-
-
+@preset(
+    fixed=dict(eps=0.0, bias_correction=False),
+    defaults=dict(lr=1e-4),
+    replaced=("betas",),
+    added=dict(momentum=0.9),
+)
 class Signum(GeneralizedSignSGD):
     r"""Signum (Bernstein et al. 2018): :math:`x_{t+1} = x_t - \eta\,\mathrm{sign}(m_t)`.
 
@@ -253,39 +116,6 @@ class Signum(GeneralizedSignSGD):
     ``fused``, ``capturable``, ``state_dtype``: see :class:`GeneralizedSignSGD`.
     """
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-4,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        weight_decay_mode: WeightDecayMode = "l2",
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        state_dtype: torch.dtype | None = None,
-        stochastic_rounding: bool = False,
-        stochastic_rounding_seed: int | None = None,
-    ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            eps=0.0,
-            weight_decay=weight_decay,
-            weight_decay_mode=weight_decay_mode,
-            bias_correction=False,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            stochastic_rounding_seed=stochastic_rounding_seed,
-        )
-        BaseOptimizer.__init__(self, params, defaults)
-
     def _betas(self, group: dict[str, Any]) -> tuple[float, float]:
         return (group["momentum"], 0.0)
 
@@ -293,38 +123,9 @@ class Signum(GeneralizedSignSGD):
         check_unit_interval("momentum", group["momentum"])
 
 
+@preset(fixed=dict(momentum=0.0))
 class SignSGD(Signum):
     r"""SignSGD (Bernstein et al. 2018): :math:`x_{t+1} = x_t - \eta\,\mathrm{sign}(g_t)`.
 
     Signum with ``momentum=0``.
     """
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        weight_decay_mode: WeightDecayMode = "l2",
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        fused: bool | None = None,
-        capturable: bool = False,
-        state_dtype: torch.dtype | None = None,
-        stochastic_rounding: bool = False,
-        stochastic_rounding_seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=0.0,
-            weight_decay=weight_decay,
-            weight_decay_mode=weight_decay_mode,
-            maximize=maximize,
-            foreach=foreach,
-            fused=fused,
-            capturable=capturable,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            stochastic_rounding_seed=stochastic_rounding_seed,
-        )

@@ -7,8 +7,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adaptopt.optim._base import BaseOptimizer, Closure, check_positive, global_dot
-from adaptopt.optim._weight_decay import WeightDecayMode
+from adaptopt.optim._base import BaseOptimizer, Closure, check_positive, global_dot, implementation
+from adaptopt.optim._rounding import GroupRounding
+from adaptopt.optim._weight_decay import (
+    Scalar,
+    WeightDecayMode,
+    apply_update,
+    descent_gradients,
+)
 
 
 class SGDOL(BaseOptimizer):
@@ -131,25 +137,110 @@ class SGDOL(BaseOptimizer):
             )
         with torch.enable_grad():
             loss = closure()
-        work = [(group, *self._gather(group)) for group in self.param_groups]
-        first = [(group, params, [g.clone() for g in grads]) for group, params, grads in work]
+        first = [
+            (group, params, [g.clone() for g in grads])
+            for group, params, grads in (
+                (group, *self._gather(group)) for group in self.param_groups
+            )
+            if params
+        ]
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None
         with torch.enable_grad():
             closure()
-        for group, params, grads in first:
-            if not params:
-                continue
+        work = []
+        for group, params, grads in first:  # every check before any group changes
             second = self._gather(dict(group, params=params))[1]
             if len(second) != len(grads):
                 raise RuntimeError("SGDOL: the second closure call left some gradients empty")
-            # global over shards (DTensor parameters of FSDP2): every rank learns the same η
-            group["sum_inner_product"] += global_dot(second, grads).item()
-            group["sum_grad_sq"] += global_dot(grads, grads).item()
-            self._apply_update(group, params, grads, group["lr"] * group["learned_lr"])
-            group["learned_lr"] = _step_size(group)
+            work.append((group, params, grads, second))
+        for group, params, grads, second in work:
+            self._update(group, params, grads, second)
         return loss
+
+    def _update(  # type: ignore[override]
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], second: list[Tensor]
+    ) -> None:
+        """Step with the group's learned step size, then learn the next one from both
+        gradients (raw: the core applies ``maximize`` and the coupled decay)."""
+        step = implementation(group, _single_tensor_sgdol, _multi_tensor_sgdol)
+        with GroupRounding(group) as rounding:
+            inner_product, grad_sq = step(
+                params,
+                grads,
+                second,
+                step_size=group["lr"] * group["learned_lr"],
+                weight_decay=group["weight_decay"],
+                weight_decay_mode=group["weight_decay_mode"],
+                maximize=group["maximize"],
+                rounding=rounding,
+            )
+        group["sum_inner_product"] += inner_product
+        group["sum_grad_sq"] += grad_sq
+        group["learned_lr"] = _step_size(group)
+
+
+def _single_tensor_sgdol(
+    params: list[Tensor],
+    grads: list[Tensor],
+    second_grads: list[Tensor],
+    *,
+    step_size: Scalar,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+    rounding: GroupRounding | None = None,
+) -> tuple[float, float]:
+    r"""x ← x − ρη g (with the decay), one tensor at a time; returns this step's
+    :math:`(\langle g', g\rangle, \|g\|^2)` for the FTRL sums. ``rounding``: how bf16/fp16
+    parameters are rounded (``_rounding.GroupRounding``; ``None``: to nearest)."""
+    g, g2 = (
+        descent_gradients(
+            gs, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
+            foreach=False,
+        )
+        for gs in (grads, second_grads)
+    )  # fmt: skip
+    inner_product, grad_sq = _surrogate_sums(g, g2)
+    apply_update(
+        params, g, step_size, weight_decay, weight_decay_mode, foreach=False, rounding=rounding
+    )
+    return inner_product, grad_sq
+
+
+def _multi_tensor_sgdol(
+    params: list[Tensor],
+    grads: list[Tensor],
+    second_grads: list[Tensor],
+    *,
+    step_size: Scalar,
+    weight_decay: float,
+    weight_decay_mode: str,
+    maximize: bool,
+    rounding: GroupRounding | None = None,
+) -> tuple[float, float]:
+    """The same step with ``torch._foreach_*`` kernels over the whole group."""
+    g, g2 = (
+        descent_gradients(
+            gs, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
+            foreach=True,
+        )
+        for gs in (grads, second_grads)
+    )  # fmt: skip
+    inner_product, grad_sq = _surrogate_sums(g, g2)
+    apply_update(
+        params, g, step_size, weight_decay, weight_decay_mode, foreach=True, rounding=rounding
+    )
+    return inner_product, grad_sq
+
+
+def _surrogate_sums(grads: list[Tensor], second_grads: list[Tensor]) -> tuple[float, float]:
+    r""":math:`\sum \langle g', g\rangle` and :math:`\sum \|g\|^2` over the tensors (host
+    floats: the learned step size is a Python number), accumulated in float64
+    (``_base.global_dot``). Global over shards: for DTensor parameters (FSDP2) every rank
+    gets the sums of the whole model and learns the same step size."""
+    return global_dot(second_grads, grads).item(), global_dot(grads, grads).item()
 
 
 def _step_size(group: dict[str, Any]) -> float:

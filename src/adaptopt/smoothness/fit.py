@@ -144,7 +144,7 @@ def _cover_all_hull(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     px, py = xs[order], ys[order]
     last = np.r_[px[1:] != px[:-1], True]  # per distinct x keep the largest y (sorted last)
     hull: list[tuple[float, float]] = []
-    for point in zip(px[last].tolist(), py[last].tolist()):
+    for point in zip(px[last].tolist(), py[last].tolist(), strict=True):
         while len(hull) >= 2 and _turn(hull[-2], hull[-1], point) >= 0:
             hull.pop()  # not a right turn: hull[-1] lies on or below the upper hull
         hull.append(point)

@@ -253,7 +253,7 @@ def best_on_grid(
             elif all(states):
                 return t, method.grid[i]
             else:
-                pending[i] = [run for run, done in zip(pending[i], states) if not done]
+                pending[i] = [run for run, done in zip(pending[i], states, strict=True) if not done]
         if not pending:
             break
     return None, None
@@ -360,7 +360,7 @@ def _write(result: GDLowerBoundResult, methods: Sequence[Method], out: Path) -> 
     Ms = [row["M"] for row in result.rows]
     bounds = [row["theorem2_bound"] for row in result.rows]
     ax.loglog(Ms, bounds, "k--", label="Theorem 2 bound (GD)")
-    for method, style in zip(methods, ("o-", "s-", "^-", "v--", "D-")):
+    for method, style in zip(methods, ("o-", "s-", "^-", "v--", "D-"), strict=True):
         counts = result.counts(method.label)
         ax.loglog(Ms, [np.nan if c is None else c for c in counts], style, label=method.label)
     ax.set_xlabel("M (gradient bound on the initial sub-level set)")

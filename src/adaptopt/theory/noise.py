@@ -66,7 +66,7 @@ class NoisyLeastSquares:
         def closure() -> Tensor:
             x = torch.stack([p.detach() for p in params])
             noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-            for p, g in zip(params, self.grad(x) + self.sigma * noise):
+            for p, g in zip(params, self.grad(x) + self.sigma * noise, strict=True):
                 p.grad = g
             return self.value(x).sum()
 
@@ -85,7 +85,9 @@ def sgd_final_grads(
     """Constant-step SGD (torch's) for every step size at once: one param group per step
     size, holding ``seeds`` independent copies as rows."""
     params = [torch.nn.Parameter(x0.expand(seeds, -1).clone()) for _ in lrs]
-    optimizer = create_optimizer("sgd", [{"params": [p], "lr": lr} for p, lr in zip(params, lrs)])
+    optimizer = create_optimizer(
+        "sgd", [{"params": [p], "lr": lr} for p, lr in zip(params, lrs, strict=True)]
+    )
     closure = problem.closure(params, torch.Generator().manual_seed(seed))
     for _ in range(steps):
         # torch annotates the closure as returning a float; its optimizers take any loss
@@ -154,7 +156,7 @@ def run_sgdol_noise(
             }
         )
     fixed = int(np.argmin(sgd_scores[int(np.argmin(sigmas))]))
-    for row, scores in zip(rows, sgd_scores):
+    for row, scores in zip(rows, sgd_scores, strict=True):
         row["untuned SGD grad norm"] = scores[fixed]
     result = SGDOLNoiseResult(smoothness, gradients, seeds, float(lrs[fixed]), rows)
     if out_dir is not None:

@@ -178,7 +178,7 @@ def _write(result: ScaleFreeResult, out: Path, steps: int) -> None:
         v = np.linspace(low[1] - pad[1], high[1] + pad[1], 200)
         grid = torch.tensor(np.stack(np.meshgrid(u, v), -1))
         levels = problem.value(grid).numpy()
-        for ax, label, path in zip(axes[row], labels, paths):
+        for ax, label, path in zip(axes[row], labels, paths, strict=True):
             ax.contour(
                 u,
                 v,

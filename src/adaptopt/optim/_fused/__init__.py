@@ -43,11 +43,14 @@ Design:
   are built with ``cpp.dynamic_threads`` (the OpenMP runtime picks the thread count,
   whatever the size of the tensor that triggered the compilation).
 
-The functions below are the functional interface used by the optimizer classes; their
-results equal the single-tensor reference within floating-point rounding (the coefficients
-are folded, e.g. :math:`\eta/(1-\beta_1^t)` is one factor): ``tests/optim/test_fused.py``
-checks, for both CPU backends, float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5,
-atol=1e-6`` after 30 steps; ``tests/optim/test_triton.py`` checks the Triton kernels (under
+The optimizer families call :func:`launch_row` from their ``_fused_<rule>`` functions (e.g.
+``lion._fused_lion``) with the coefficient row in the kernel's layout, the decay factors
+coming from ``_weight_decay.update_coefficients``: one native call on CPU, else
+:func:`launch` with the table built by :func:`coefficient_table`. Their results equal the
+single-tensor reference within floating-point rounding (the coefficients are folded, e.g.
+:math:`\eta/(1-\beta_1^t)` is one factor): ``tests/optim/test_fused.py`` checks, for both
+CPU backends, float64 to ``rtol=1e-12`` and float32 to ``rtol=1e-5, atol=1e-6`` after 30
+steps; ``tests/optim/test_triton.py`` checks the Triton kernels (under
 Triton's interpreter without a GPU).
 """
 
@@ -176,15 +179,6 @@ def coefficient_table(values: Sequence[Scalar], device: torch.device) -> Tensor:
     return torch.stack(torch.broadcast_tensors(*columns), dim=-1)
 
 
-def decay_coefficients(lr: Scalar, weight_decay: float, mode: str) -> tuple[Scalar, ...]:
-    r"""``(λ2, a/c, 1/c)`` of :math:`d = g + \lambda_2 x` and
-    :math:`x \leftarrow (a x - \eta u)/c` for the three modes of ``_weight_decay.py``."""
-    l2 = weight_decay if mode == "l2" else 0.0
-    a = 1 - lr * weight_decay if mode == "decoupled" else 1.0
-    c = 1 + lr * weight_decay if mode == "proximal" else 1.0
-    return l2, a / c, 1 / c
-
-
 def _flat(tensors: tuple[Tensor | None, ...]) -> tuple[Tensor | None, ...]:
     """1-d aliases when every tensor is contiguous (one graph for all shapes), else as is.
 
@@ -214,7 +208,7 @@ def launch(
     read_params: bool = True,
 ) -> list[Any]:
     """Call kernel ``name`` on ``(p, *others)`` with each tensor's coefficients (the native
-    kernels are called by the functions below, through ``native.launch``).
+    kernels are called through ``native.launch``: :func:`launch_row`).
 
     ``table`` is ``(K,)`` (shared) or ``(n, K)`` (row ``i`` for tensor ``i``), cast to each
     tensor's compute dtype; ``static`` are Python arguments the graph specializes on; the
@@ -230,7 +224,7 @@ def launch(
             name, params, others, table, *static, read_params=read_params, writes=writes
         )
     kernel = compiled(name)
-    rows = list(zip([p if read_params else None for p in params], *others))
+    rows = list(zip([p if read_params else None for p in params], *others, strict=True))
     tables: dict[torch.dtype, Tensor] = {}
     batches: dict[tuple[Any, ...], list[int]] = {}
     results = []
@@ -272,161 +266,21 @@ def check_devices(params: list[Tensor]) -> torch.device:
     return devices.pop()
 
 
-def gsignsgd(
+def launch_row(
+    name: str,
     params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor] | None,
-    steps: list[Tensor],
+    others: Sequence[Sequence[Tensor | None]],
+    row: Sequence[Scalar],
     *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    weight_decay_mode: str,
-    bias_correction: bool,
-    maximize: bool,
-    square_gradient: bool = False,
+    read_params: bool = True,
     cache: dict[str, Any] | None = None,
-) -> None:
-    """Generalized SignSGD (``exp_avg_sqs=None`` when β2 = 0: Signum, SignSGD) or, with
-    ``square_gradient``, Adam; increments ``steps`` (float64 counters, exact to 2^53, on the
-    parameter device). ``cache``: the param group's native plans (``native.Plan``)."""
-    device = check_devices(params)
-    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    coefficients = dict(
-        sign=-1.0 if maximize else 1.0,
-        l2=l2,
-        beta1=beta1,
-        one_minus_beta1=1 - beta1,
-        beta2=beta2,
-        one_minus_beta2=1 - beta2,
-        eps=eps,
-        decay=decay,
-    )
-    sqs = [None] * len(params) if exp_avg_sqs is None else exp_avg_sqs
-    if uses_native(device):  # the call increments the steps and bias-corrects per tensor
-        flags = layout.FLAGS["square_gradient"] * square_gradient
-        flags |= layout.FLAGS["bias_correction"] * bias_correction
-        row = layout.GSIGNSGD.row(**coefficients, inv_sqrt_bc2=1.0, step_size=-lr * inv_c)
-        native.launch(
-            "gsignsgd", params, [grads, exp_avgs, sqs], row, steps=steps, flags=flags, cache=cache
-        )
-        return
-    torch._foreach_add_(steps, 1)
-    bc1: Scalar = 1.0
-    inv_sqrt_bc2: Scalar = 1.0
-    if bias_correction:  # per tensor: each has its own step count
-        t = torch.stack(steps).to(device=device, dtype=torch.float64)
-        bc1, inv_sqrt_bc2 = 1 - beta1**t, (1 - beta2**t).rsqrt()
-    row = layout.GSIGNSGD.row(
-        **coefficients, inv_sqrt_bc2=inv_sqrt_bc2, step_size=-lr * inv_c / bc1
-    )
-    launch(
-        "gsignsgd", params, [grads, exp_avgs, sqs], coefficient_table(row, device), square_gradient
-    )
-
-
-def lion(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    *,
-    lr: Scalar,
-    beta1: float,
-    beta2: float,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-    cache: dict[str, Any] | None = None,
-) -> None:
-    """Lion (Chen et al. 2023)."""
-    l2, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    row = layout.LION.row(
-        sign=-1.0 if maximize else 1.0,
-        l2=l2,
-        beta1=beta1,
-        one_minus_beta1=1 - beta1,
-        beta2=beta2,
-        one_minus_beta2=1 - beta2,
-        decay=decay,
-        step_size=-lr * inv_c,
-    )
+) -> list[Any]:
+    """Kernel ``name`` with one coefficient ``row`` for the whole group (in the order of
+    ``layout.LAYOUTS[name]``): one native call on CPU (``native.launch``, reusing the group's
+    plan in ``cache``), else :func:`launch` with the row as a table on the group's device.
+    Generalized SignSGD, whose native call also increments the step counters, calls
+    ``native.launch`` itself (``_adam_family._fused_adam_family``)."""
     device = check_devices(params)
     if uses_native(device):
-        native.launch("lion", params, [grads, exp_avgs], row, cache=cache)
-    else:
-        launch("lion", params, [grads, exp_avgs], coefficient_table(row, device))
-
-
-def _momentum_prefix(
-    momentum: float, nesterov: bool, weight_decay: float, mode: str, maximize: bool
-) -> dict[str, float]:
-    """The ``layout.MOMENTUM_SUMS`` entries (s, λ2, μ, c_d, c_b) of
-    ``kernels.momentum_direction``."""
-    l2 = weight_decay if mode == "l2" else 0.0
-    c_d, c_b = (1.0, momentum) if nesterov else (0.0, 1.0)
-    return dict(sign=-1.0 if maximize else 1.0, l2=l2, momentum=momentum, c_d=c_d, c_b=c_b)
-
-
-def momentum_norms(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor] | None,
-    *,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-    cache: dict[str, Any] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Pass 1 (read-only): the group's ``(‖d‖, ‖b̃‖)`` as float64 0-d tensors, where b̃ is
-    the momentum direction that :func:`momentum_step` will store and use."""
-    prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
-    row = layout.MOMENTUM_SUMS.row(**prefix)
-    device = check_devices(params)
-    buffers = [None] * len(params) if bufs is None else bufs
-    coupled = weight_decay_mode == "l2" and weight_decay != 0
-    if uses_native(device):
-        sums = native.launch(
-            "momentum_sums", params, [grads, buffers], row, read_params=coupled, cache=cache
-        )
-    else:
-        table = coefficient_table(row, device)
-        sums = launch("momentum_sums", params, [grads, buffers], table, read_params=coupled)
-    return tuple(torch.stack([s for pair in sums for s in pair]).view(-1, 2).sum(0).sqrt())
-
-
-def momentum_step(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor] | None,
-    *,
-    lr: Scalar,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-    momentum_weight: Scalar,
-    grad_weight: Scalar,
-    cache: dict[str, Any] | None = None,
-) -> None:
-    """Pass 2: :math:`x \\leftarrow x - \\eta (w_b \\tilde b + w_d d)` with decay; stores b_t."""
-    prefix = _momentum_prefix(momentum, nesterov, weight_decay, weight_decay_mode, maximize)
-    _, decay, inv_c = decay_coefficients(lr, weight_decay, weight_decay_mode)
-    step = -lr * inv_c
-    row = layout.MOMENTUM_UPDATE.row(
-        **prefix,
-        decay=decay,
-        momentum_step=step * momentum_weight,
-        grad_step=step * grad_weight,
-    )
-    device = check_devices(params)
-    buffers = [None] * len(params) if bufs is None else bufs
-    if uses_native(device):
-        native.launch("momentum_update", params, [grads, buffers], row, cache=cache)
-    else:
-        launch("momentum_update", params, [grads, buffers], coefficient_table(row, device))
+        return native.launch(name, params, others, row, read_params=read_params, cache=cache)
+    return launch(name, params, others, coefficient_table(row, device), read_params=read_params)

@@ -3,7 +3,8 @@ r"""One-pass update of one tensor, for each fused optimizer (SPEC.md §1).
 Each kernel reads the parameter, its gradient and its state once, updates the state in place
 and writes the parameter once. The hyperparameters arrive as a coefficient tensor ``k`` (never
 Python numbers, so a changing learning rate never recompiles), already combined in float64 by
-:mod:`adaptopt.optim._fused` in the order of :mod:`~adaptopt.optim._fused.layout`: shape
+the family's ``_fused_<rule>`` function (decay factors from ``_weight_decay.py``) in the order
+of :mod:`~adaptopt.optim._fused.layout`: shape
 ``(K,)``, or ``(numel, K)`` with per-element coefficients when several tensors are updated
 as one. The arithmetic runs in the compute dtype of ``k``
 (float32 for bf16/fp16/fp32 parameters, float64 for float64 ones); state and parameter are

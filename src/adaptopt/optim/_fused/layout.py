@@ -2,7 +2,8 @@
 definition for every backend.
 
 Each fused kernel reads its hyperparameters from a float64 coefficient vector ``k`` (or one
-row per tensor) built by :mod:`adaptopt.optim._fused`. The order of its entries is defined
+row per tensor) built by the ``_fused_<rule>`` function of its optimizer family (e.g.
+``lion._fused_lion``). The order of its entries is defined
 here once and read by name everywhere: by the builders (:meth:`Layout.row`), the compiled
 kernels (:meth:`Layout.unpack`), the Triton kernels (constexpr indices from
 :meth:`Layout.index`) and the native C++ kernels (preprocessor constants from

@@ -419,10 +419,10 @@ def _device_tables(
     numels = tuple(cast(Tensor, g).numel() for g in columns[1])  # gradients are never absent
 
     def tensors() -> tuple[Tensor, bool]:
-        pointers = list(zip(*by_column))
+        pointers = list(zip(*by_column, strict=True))
         rows = [
             [*p, *[0] * (4 - len(p)), numel, k_row]
-            for p, numel, k_row in zip(pointers, numels, k_rows)
+            for p, numel, k_row in zip(pointers, numels, k_rows, strict=True)
         ]
         aligned = all(p % 16 == 0 for row in pointers for p in row)
         aligned &= all(numel % 16 == 0 for numel in numels)
@@ -474,7 +474,7 @@ def launch(
                 name, params, others, table, *static, read_params=read_params, writes=writes,
                 block=block, chunk=chunk,
             )  # fmt: skip
-    rows = list(zip(params, *others))
+    rows = list(zip(params, *others, strict=True))
     calls: dict[tuple[torch.dtype, torch.dtype], list[int]] = {}
     for i, row in enumerate(rows):
         state = next((t for t in row[2:] if t is not None), row[0])

@@ -4,10 +4,11 @@ In the style of torch's ``torch/testing/_internal/common_optimizers.py``: one
 :class:`OptimizerInfo` per registry name says how to build the optimizer, which samples of
 constructor arguments the reference, ``foreach`` and fused tests run, the independent float64
 twin of its update (:class:`Twin`: formulas of SPEC.md §1, one line each, sharing no code with
-``adaptopt.optim``), and the inputs it must refuse. ``test_reference.py``,
-``test_properties.py``, ``test_fused.py``, ``test_triton.py``, ``test_compile.py`` and
-``test_tensor_subclass.py`` read only this table; adding an optimizer adds one entry here
-(CONTRIBUTING.md).
+``adaptopt.optim``), the inputs it must refuse, and the hyperparameters of short training
+runs. ``test_reference.py``, ``test_properties.py``, ``test_fused.py``, ``test_triton.py``,
+``test_compile.py``, ``test_tensor_subclass.py``, ``test_step_count.py``,
+``test_rounding.py``, ``test_native.py`` and ``test_sharded.py`` read their optimizers from
+this table; adding an optimizer adds one entry here (CONTRIBUTING.md).
 """
 
 from __future__ import annotations

@@ -230,6 +230,7 @@ def is_plain(t: Tensor | None) -> bool:
 
 _PLAIN_TYPES = frozenset((Tensor, torch.nn.Parameter, type(None)))
 _GRAD = operator.attrgetter("grad")
+_DTYPE = operator.attrgetter("dtype")
 
 
 def subclass_in(params: Iterable[Tensor]) -> Tensor | None:
@@ -490,11 +491,16 @@ class BaseOptimizer(torch.optim.Optimizer):
         or parameter of any group changes.
         """
         params = [p for p in group["params"] if p.grad is not None]
-        for p in params:
-            if p.grad.is_sparse:
+        grads = list(map(_GRAD, params))
+        for g in grads:
+            if g.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            check_real(p, p.grad)
-        return params, [p.grad for p in params]
+        dtypes = set(map(_DTYPE, params))
+        dtypes.update(map(_DTYPE, grads))
+        if any(dtype.is_complex for dtype in dtypes):  # per tensor only then (every step)
+            for p, g in zip(params, grads, strict=True):
+                check_real(p, g)
+        return params, grads
 
     def _update(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         """One group's step (``params`` have gradients ``grads``, raw): call the group's

@@ -233,6 +233,15 @@ _GRAD = operator.attrgetter("grad")
 _DTYPE = operator.attrgetter("dtype")
 
 
+def _any_complex(*tensor_lists: list[Tensor]) -> bool:
+    """Whether a tensor of the lists is complex, from the set of their dtypes (no Python
+    call per tensor)."""
+    dtypes: set[torch.dtype] = set()
+    for tensors in tensor_lists:
+        dtypes.update(map(_DTYPE, tensors))
+    return any(dtype.is_complex for dtype in dtypes)
+
+
 def subclass_in(params: Iterable[Tensor]) -> Tensor | None:
     """The first parameter (or its gradient) that is a tensor subclass, if any."""
     params = list(params)
@@ -491,13 +500,13 @@ class BaseOptimizer(torch.optim.Optimizer):
         or parameter of any group changes.
         """
         params = [p for p in group["params"] if p.grad is not None]
-        grads = list(map(_GRAD, params))
+        grads = [p.grad for p in params]
         for g in grads:
             if g.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-        dtypes = set(map(_DTYPE, params))
-        dtypes.update(map(_DTYPE, grads))
-        if any(dtype.is_complex for dtype in dtypes):  # per tensor only then (every step)
+        # eagerly per tensor only when a complex dtype is present (this runs every step);
+        # under torch.compile per tensor (traced once; attrgetter breaks the graph)
+        if torch.compiler.is_compiling() or _any_complex(params, grads):
             for p, g in zip(params, grads, strict=True):
                 check_real(p, g)
         return params, grads

@@ -297,3 +297,29 @@ def test_foreach_equals_single_tensor(info: OptimizerInfo, sample: Sample):
     multi = run_library(info.cls, sample.groups, sample.common, seq, foreach=True)
     for a, b in zip(single, multi, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("n_terms", [1, 2, 3])
+def test_weighted_step_sums_every_term_on_both_paths(n_terms):
+    """Phase 2 of the momentum family, u = Σ w·term, for more terms than today's optimizers
+    use (they have one or two): both implementations against the formula in float64."""
+    from adaptopt.optim._momentum import _multi_tensor_weighted_step, _single_tensor_weighted_step
+
+    g = torch.Generator().manual_seed(3)
+    names = [f"t{i}" for i in range(n_terms)]
+    terms = {n: [torch.randn(s, generator=g, dtype=torch.float64) for s in SHAPES] for n in names}
+    weights = {n: torch.tensor(0.5 + i, dtype=torch.float64) for i, n in enumerate(names)}
+    lr = 0.1
+    expected = [
+        p - lr * sum(float(weights[n]) * terms[n][i] for n in names)
+        for i, p in enumerate(initial_params())
+    ]
+    options = dict(
+        lr=lr, momentum=0.0, nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled",
+        maximize=False,
+    )  # fmt: skip
+    for step in (_single_tensor_weighted_step, _multi_tensor_weighted_step):
+        params = initial_params()
+        step(params, [torch.zeros_like(p) for p in params], None, terms, weights, **options)
+        for got, want in zip(params, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)

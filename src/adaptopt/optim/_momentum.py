@@ -278,7 +278,9 @@ def _multi_tensor_weighted_step(
 ) -> None:
     """Phase 2 with ``torch._foreach_*`` kernels over the whole group."""
     scaled = [torch._foreach_mul(terms[name], w) for name, w in weights.items()]
-    updates = list(scaled[0]) if len(scaled) == 1 else list(torch._foreach_add(*scaled))
+    updates = list(scaled[0])
+    for more in scaled[1:]:
+        torch._foreach_add_(updates, more)
     apply_update(
         params, updates, lr, weight_decay, weight_decay_mode, foreach=True, rounding=rounding
     )

@@ -2,6 +2,7 @@ r"""SGDOL: SGD whose step size is learned online (Zhuang et al., 2019; dissertat
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -181,7 +182,7 @@ class SGDOL(BaseOptimizer):
         group["learned_lr"] = _step_size(group)
 
 
-def _single_tensor_sgdol(
+def _sgdol_step(
     params: list[Tensor],
     grads: list[Tensor],
     second_grads: list[Tensor],
@@ -190,49 +191,30 @@ def _single_tensor_sgdol(
     weight_decay: float,
     weight_decay_mode: str,
     maximize: bool,
+    foreach: bool,
     rounding: GroupRounding | None = None,
 ) -> tuple[float, float]:
-    r"""x ← x − ρη g (with the decay), one tensor at a time; returns this step's
-    :math:`(\langle g', g\rangle, \|g\|^2)` for the FTRL sums. ``rounding``: how bf16/fp16
-    parameters are rounded (``_rounding.GroupRounding``; ``None``: to nearest)."""
+    r"""x ← x − ρη g (with the decay); returns this step's :math:`(\langle g', g\rangle,
+    \|g\|^2)` for the FTRL sums. ``foreach``: ``torch._foreach_*`` kernels over the whole
+    group instead of one tensor at a time (the rest of the step is the same code);
+    ``rounding``: how bf16/fp16 parameters are rounded (``_rounding.GroupRounding``; ``None``:
+    to nearest)."""
     g, g2 = (
         descent_gradients(
             gs, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
-            foreach=False,
+            foreach=foreach,
         )
         for gs in (grads, second_grads)
     )  # fmt: skip
     inner_product, grad_sq = _surrogate_sums(g, g2)
     apply_update(
-        params, g, step_size, weight_decay, weight_decay_mode, foreach=False, rounding=rounding
+        params, g, step_size, weight_decay, weight_decay_mode, foreach=foreach, rounding=rounding
     )
     return inner_product, grad_sq
 
 
-def _multi_tensor_sgdol(
-    params: list[Tensor],
-    grads: list[Tensor],
-    second_grads: list[Tensor],
-    *,
-    step_size: Scalar,
-    weight_decay: float,
-    weight_decay_mode: str,
-    maximize: bool,
-    rounding: GroupRounding | None = None,
-) -> tuple[float, float]:
-    """The same step with ``torch._foreach_*`` kernels over the whole group."""
-    g, g2 = (
-        descent_gradients(
-            gs, params, maximize=maximize, weight_decay=weight_decay, mode=weight_decay_mode,
-            foreach=True,
-        )
-        for gs in (grads, second_grads)
-    )  # fmt: skip
-    inner_product, grad_sq = _surrogate_sums(g, g2)
-    apply_update(
-        params, g, step_size, weight_decay, weight_decay_mode, foreach=True, rounding=rounding
-    )
-    return inner_product, grad_sq
+_single_tensor_sgdol = partial(_sgdol_step, foreach=False)
+_multi_tensor_sgdol = partial(_sgdol_step, foreach=True)
 
 
 def _surrogate_sums(grads: list[Tensor], second_grads: list[Tensor]) -> tuple[float, float]:

@@ -374,3 +374,30 @@ def test_slurm_jobs_get_the_callbacks(tmp_path):
     assert [j.result() for j in jobs] == ["finished"]
     steps = {json.loads(x)["step"] for x in (dirs[0] / "updates.jsonl").read_text().splitlines()}
     assert steps == {1, 3}
+
+
+def test_report_names_a_swept_hyperparameter_without_effect(tmp_path, monkeypatch):
+    """Without momentum, SGD's dampening changes nothing: the grid table says so instead of
+    presenting the tie-break as a choice; the learning rate, which does change the runs, is
+    not named (negative control)."""
+    (tmp_path / "studies").mkdir()
+    path = tmp_path / "studies" / "inert.toml"
+    path.write_text(
+        TINY.replace('figures = ["table", "grid", "updates"]', 'figures = ["grid"]')
+        .replace("[callbacks]\nupdate_magnitudes = 3\n", "")
+        .replace(
+            "[optimizers.sgd]\nmomentum = 0.9\n[optimizers.sgd.grid]\nlr = [0.003, 0.03, 0.3]",
+            "[optimizers.sgd]\nmomentum = 0.0\n[optimizers.sgd.grid]\nlr = [0.003, 0.3]\n"
+            "dampening = [0.0, 0.5]",
+        )
+        .replace("seeds = 3", "seeds = 1")
+    )
+    study = load_study(path, "cpu")
+    run_study(study, log=lambda *a: None)
+    row = next(
+        line
+        for line in (study.results_dir / "README.md").read_text().splitlines()
+        if line.startswith("| synthetic | sgd |")
+    )
+    assert "4/4" in row and "**no effect: dampening**" in row
+    assert "no effect: lr" not in row and "lr, dampening" not in row

@@ -22,7 +22,9 @@ from scipy import stats
 
 from adaptopt.experiments.report import Block, Image, Table, curves, t_interval, to_markdown
 from adaptopt.experiments.rundir import DONE, Run
+from adaptopt.experiments.selection import Setting, group_settings
 from adaptopt.experiments.study import (
+    Arm,
     Study,
     best_setting,
     finite,
@@ -199,7 +201,7 @@ def _table(study: Study, test_runs: dict[tuple[str, str], list[Run]], out: Path)
     return blocks
 
 
-def _swept(arm: Any, run: Run) -> dict[str, Any]:
+def _swept(arm: Arm, run: Run) -> dict[str, Any]:
     """The arm's swept hyperparameters as chosen (all hyperparameters without a grid)."""
     keys = list(arm.grid) or list(arm.fixed)
     return {k: run.config["hparams"].get(k) for k in keys}
@@ -208,6 +210,19 @@ def _swept(arm: Any, run: Run) -> dict[str, Any]:
 def _curves(test_runs: dict[tuple[str, str], list[Run]], out: Path) -> list[Block]:
     runs = [r for rs in test_runs.values() for r in rs]
     return curves(runs, out) if runs else []
+
+
+def _inert(arm: Arm, settings: list[Setting], key: str) -> bool:
+    """Whether every value of the swept ``key`` gave the same result (final validation metric,
+    loss and divergence) wherever the other swept hyperparameters agree: e.g. a learning rate
+    that a clipped step never reaches."""
+    results: dict[str, set[tuple[Any, ...]]] = {}
+    for s in settings:
+        others = {k: v for k, v in _swept(arm, s.runs[0]).items() if k != key}
+        results.setdefault(json.dumps(others, sort_keys=True), set()).add(
+            (s.value, s.loss, s.diverged)
+        )
+    return len(settings) > len(results) and all(len(r) == 1 for r in results.values())
 
 
 def _grid(
@@ -225,8 +240,6 @@ def _grid(
             runs = grid_runs.get((task, arm.label), [])
             if not arm.grid or not runs:
                 continue
-            from adaptopt.experiments.selection import group_settings
-
             settings = group_settings(runs)
             best = best_setting(runs)
             points = []
@@ -235,13 +248,17 @@ def _grid(
                 value = math.nan if s.diverged else s.value
                 csv_rows.append([task, arm.label, json.dumps(swept), value, s.loss, s.diverged])
                 points.append((swept, value, s is best))
+            inert = [k for k, vs in arm.grid.items() if len(vs) > 1 and _inert(arm, settings, k)]
             edge = [
                 k
                 for k, values in arm.grid.items()
                 if len(values) > 1
+                and k not in inert
                 and best is not None
                 and best.config["hparams"].get(k) in (min(values), max(values))
             ]
+            position = [f"on the grid's edge: {', '.join(edge)}"] if edge else []
+            position += [f"no effect: {', '.join(inert)}"] if inert else []
             cells = ", ".join(
                 f"{_kv(p)}: {'div.' if math.isnan(v) else f'{v:.4g}'}" + (" ←" if b else "")
                 for p, v, b in points
@@ -252,7 +269,7 @@ def _grid(
                     arm.label,
                     f"{len(settings)}/{len(arm.points())}",
                     "—" if best is None else _kv(_swept(arm, best.runs[0])),
-                    ("**on the grid's edge: " + ", ".join(edge) + "**") if edge else "inside",
+                    "; ".join(f"**{p}**" for p in position) or "inside",
                     cells,
                 ]
             )
@@ -292,7 +309,9 @@ def _grid(
                 rows,
                 "Chosen: best mean final validation metric (ties: lower validation loss; "
                 "settings with a diverged seed last). A chosen value on the grid's edge means "
-                "the grid should be widened before trusting the ranking.",
+                'the grid should be widened before trusting the ranking; "no effect" names a '
+                "swept hyperparameter whose values all gave the same result (the choice among "
+                "them is a tie, not a measurement).",
             ),
         )
     else:

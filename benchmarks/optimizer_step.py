@@ -19,7 +19,7 @@ in-place steps can exceed a "roofline" of 1.
     python benchmarks/optimizer_step.py                      # CPU, full size (124.4M params)
     python benchmarks/optimizer_step.py --scale 0.05 --repeats 5
     python benchmarks/optimizer_step.py --layers 6 --optimizers gsignsgd --impls fused --threads 2
-    python benchmarks/optimizer_step.py --device cuda [--dtype bfloat16]
+    python benchmarks/optimizer_step.py --device cuda [--dtype bfloat16|float16]
 
 ``benchmarks/gpu_check.py`` runs the CUDA rows with correctness checks and the targets.
 """
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--optimizers", nargs="+", default=list(BYTES_PER_PARAM))
     parser.add_argument("--impls", nargs="+", default=list(IMPLEMENTATIONS))
     args = parser.parse_args()
@@ -210,7 +210,7 @@ def main() -> None:
         bandwidths.append(bandwidth)
         reference = medians["fused" if "adam fused" not in medians else "adam fused"]
         for impl in impls:
-            # adaptopt keeps float32 state for bf16 parameters; torch's Adam keeps bf16
+            # adaptopt keeps float32 state for bf16/fp16 parameters; torch's Adam keeps theirs
             state = dtype if name == "adam" else torch.float32
             moved, seconds = bytes_per_param(name, dtype, state) * numel, medians[impl]
             print(

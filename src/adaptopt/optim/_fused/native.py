@@ -90,6 +90,10 @@ SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     ),
     "adaptopt_fused_abi": (ctypes.c_char_p, []),
     "adaptopt_fused_has_avx2": (ctypes.c_int, []),
+    "adaptopt_fused_convert": (
+        ctypes.c_int,
+        [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64],
+    ),
 }
 
 # Per argument (x, g, s0, s1, steps), one entry per tensor: tensors, or None when absent.

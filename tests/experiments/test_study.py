@@ -212,6 +212,12 @@ def test_stale_runs_are_left_out(tiny, monkeypatch):
     now = plan(study)
     assert len(list(study_runs(study))) == 9
     assert now.undecided == [("synthetic", "sgd")]  # the old grid runs do not count
+    report = run_study(study, log=lambda *a: None)
+    assert report is not None
+    # 9 runs on plan (3 grid + 2 arms × 3 seeds) and the 9 of the first version
+    assert "Runs on record: 18 (18 finished) of 9 planned, 9 more from earlier versions" in (
+        report.read_text()
+    )
 
 
 @pytest.mark.parametrize(

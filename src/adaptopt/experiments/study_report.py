@@ -58,7 +58,7 @@ def write_report(study: Study) -> Path:
 
     blocks: list[Block] = [f"# {study.title}", study.description] if study.description else []
     blocks = blocks or [f"# {study.title}"]
-    blocks += _scale_section(study, runs, now, test_runs)
+    blocks += _scale_section(study, runs, now, grid_runs, test_runs)
     sections = {
         "table": lambda: _table(study, test_runs, out),
         "curves": lambda: _curves(test_runs, out),
@@ -88,12 +88,22 @@ def _subset(small: dict[str, Any], big: dict[str, Any]) -> bool:
 
 
 def _scale_section(
-    study: Study, runs: list[Run], now: Any, test_runs: dict[tuple[str, str], list[Run]]
+    study: Study,
+    runs: list[Run],
+    now: Any,
+    grid_runs: dict[tuple[str, str], list[Run]],
+    test_runs: dict[tuple[str, str], list[Run]],
 ) -> list[Block]:
     status = {s: sum(r.status == s for r in runs) for s in ("finished", "diverged", "running")}
     times = [r.meta["wall_time_s"] for r in runs if "wall_time_s" in r.meta]
     devices = sorted({str(r.meta.get("device_name") or r.meta.get("device")) for r in runs})
     planned = len(now.grid) + (len(now.seeds) if not now.undecided else 0)
+    # done runs of an earlier version of the plan (seeds of a setting no longer chosen, another
+    # budget): kept, used by no table; counted once the seeds are planned
+    used = {r.path.name for group in [*grid_runs.values(), *test_runs.values()] for r in group}
+    earlier = (
+        0 if now.undecided else sum(r.status in DONE and r.path.name not in used for r in runs)
+    )
     text = [
         f"## Scale and budget\n\n{study.describe()}",
         study.note,
@@ -105,6 +115,7 @@ def _scale_section(
             if now.undecided
             else ""
         )
+        + (f", {earlier} more from earlier versions of the plan (not used)" if earlier else "")
         + (f"; total training time {sum(times) / 60:.1f} min" if times else "")
         + (f" on {', '.join(devices)}" if devices else "")
         + ".",

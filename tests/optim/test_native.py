@@ -60,6 +60,25 @@ BUILDS = [
 ]
 
 
+def load_build(path: Path) -> ctypes.CDLL:
+    """One build of the library, loaded; the test is skipped where this CPU cannot run it."""
+    lib = native.load(path)
+    if path == native.PATH_AVX2 and not lib.adaptopt_fused_has_avx2():
+        pytest.skip("this CPU has no AVX2")
+    return lib
+
+
+def disassembly(path: Path) -> str:
+    """``objdump -d`` of a build (the test is skipped without objdump)."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump is not installed")
+    return subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
 @pytest.mark.parametrize("path", BUILDS, ids=["portable", "avx2"])
 def test_every_build_computes_the_reference_step(path, monkeypatch):
     """The portable and the AVX2 builds (only one runs on a given machine by default) both
@@ -67,9 +86,7 @@ def test_every_build_computes_the_reference_step(path, monkeypatch):
     fused optimizer of the table (tests/optim/infos.py: every kernel, weight-decay mode,
     bias correction, maximize, Nesterov; the global-norm ones with their norm pass), on
     tensors long enough for the vector loops and their tails."""
-    lib = native.load(path)
-    if path == native.PATH_AVX2 and not lib.adaptopt_fused_has_avx2():
-        pytest.skip("this CPU has no AVX2")
+    lib = load_build(path)
     monkeypatch.setattr(native, "library", lambda: lib)
     monkeypatch.setattr(_fused, "CPU_BACKEND", "native")
     calls = []
@@ -107,13 +124,7 @@ def test_every_build_vectorizes_the_float_square_root_and_division(path):
     """Both builds hold packed float32 square roots and divisions (Generalized SignSGD's
     element loop vectorized): a select ``denom == 0 ? 1 : denom`` before the division made
     GCC branch around it and leave every loop scalar (no ``sqrtps``/``divps`` at all)."""
-    objdump = shutil.which("objdump")
-    if objdump is None:
-        pytest.skip("objdump is not installed")
-    code = subprocess.run(
-        [objdump, "-d", "--no-show-raw-insn", str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    code = disassembly(path)
     mnemonics = re.findall(r"^\s*[0-9a-f]+:\s+(\S+)", code, re.M)
     for packed in ("sqrtps", "divps"):
         assert any(m.removeprefix("v") == packed for m in mnemonics), f"no {packed} in {path.name}"
@@ -146,9 +157,7 @@ def test_every_build_converts_16_bit_floats_as_torch(path, dtype):
     float32, and float32 to 16 bits for every sign, exponent and kept-mantissa pattern combined
     with the dropped bits that decide the rounding (0, 1, just below, at and just above half
     an ulp, all ones): round to nearest even, overflow to ±Inf, subnormals, signed zeros."""
-    lib = native.load(path)
-    if path == native.PATH_AVX2 and not lib.adaptopt_fused_has_avx2():
-        pytest.skip("this CPU has no AVX2")
+    lib = load_build(path)
     half, bits, mantissa_bits = HALF[dtype]
     every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(half)
     _same_bits_or_both_nan(_convert(lib, dtype, True, every), every.float(), torch.int32)
@@ -165,9 +174,7 @@ def test_every_build_converts_16_bit_floats_as_torch(path, dtype):
 def test_float16_rounding_at_the_boundaries(path):
     """float32 -> float16 at values whose result follows from the format alone (binary16:
     10 mantissa bits, largest 65504, smallest subnormal 2^-24), ties to even."""
-    lib = native.load(path)
-    if path == native.PATH_AVX2 and not lib.adaptopt_fused_has_avx2():
-        pytest.skip("this CPU has no AVX2")
+    lib = load_build(path)
     cases = {
         65504.0: 0x7BFF,  # largest finite
         65519.99: 0x7BFF,  # below the midpoint to 2^16
@@ -196,13 +203,7 @@ def test_no_build_calls_a_library_for_half_conversions(path):
     """float16 loads and stores are inline integer code, not the compiler runtime's
     ``__extendhfsf2``/``__truncsfhf2`` (one call per element, which kept every float16 loop
     scalar: float16 Generalized SignSGD took 19.5x torch's fused Adam, bfloat16 0.97x)."""
-    objdump = shutil.which("objdump")
-    if objdump is None:
-        pytest.skip("objdump is not installed")
-    code = subprocess.run(
-        [objdump, "-d", "--no-show-raw-insn", str(path)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    code = disassembly(path)
     assert not re.findall(r"call.*<__(extendhfsf2|truncsfhf2)", code)
 
 

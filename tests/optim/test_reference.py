@@ -318,8 +318,18 @@ def test_weighted_step_sums_every_term_on_both_paths(n_terms):
         lr=lr, momentum=0.0, nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled",
         maximize=False,
     )  # fmt: skip
+
+    def matches(actual: list[torch.Tensor]) -> bool:
+        return all(
+            torch.allclose(a, b, rtol=1e-14, atol=1e-14)
+            for a, b in zip(actual, expected, strict=True)
+        )
+
     for step in (_single_tensor_weighted_step, _multi_tensor_weighted_step):
         params = initial_params()
         step(params, [torch.zeros_like(p) for p in params], None, terms, weights, **options)
-        for got, want in zip(params, expected, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-14, atol=1e-14)
+        assert matches(params), step.__name__
+    # negative controls: no step, and the step without its last term, fail the same check
+    last = names[-1]
+    short = [e + lr * float(weights[last]) * t for e, t in zip(expected, terms[last], strict=True)]
+    assert not matches(initial_params()) and not matches(short)
